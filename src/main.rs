@@ -1,0 +1,70 @@
+//! `hotfix`: the command-line front end. A thin layer: parse arguments,
+//! dispatch to a subcommand module, map errors to stable exit statuses.
+//!
+//! Exit statuses: 0 done; 1 error; 2 usage; 3 unsafe now (nothing changed);
+//! 4 target mismatch (nothing changed); 5 no functional change.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Live patching for virtualization hosts.
+#[derive(Debug, Parser)]
+#[command(name = "hotfix", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: cmd::Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOTFIX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("hotfix: error: {e:#}");
+            ExitCode::from(status_of(&e) as u8)
+        }
+    }
+}
+
+/// Runs one subcommand; `Ok(n)` is the exit status of a command that did its
+/// job but has a status to report (for example 5, no functional change).
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let _g = cli.global;
+    match cli.command {}
+}
+
+/// The exit status of an error: that of the first library error found in the
+/// chain (each crate's one error enum knows its [`patchgen::Status`]), else 1.
+/// A crate whose `Error` lands is added here.
+fn status_of(e: &anyhow::Error) -> patchgen::Status {
+    for cause in e.chain() {
+        if let Some(err) = cause.downcast_ref::<patchgen::Error>() {
+            return err.status();
+        }
+        if let Some(s) = cause.downcast_ref::<cmd::UsageError>() {
+            let _ = s;
+            return patchgen::Status::Usage;
+        }
+    }
+    patchgen::Status::Error
+}
