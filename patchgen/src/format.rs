@@ -144,7 +144,9 @@ pub enum FormatError {
     #[error("metadata section {META_SECTION} has a bad magic")]
     BadMagic,
     /// The section's format version is not [`FORMAT_VERSION`].
-    #[error("patch format version {found} is not supported (this hotfix reads version {FORMAT_VERSION})")]
+    #[error(
+        "patch format version {found} is not supported (this hotfix reads version {FORMAT_VERSION})"
+    )]
     Version {
         /// Version found in the file.
         found: u32,
@@ -155,6 +157,22 @@ pub enum FormatError {
     /// An invariant of [`Meta`] does not hold.
     #[error("metadata is inconsistent: {0}")]
     Invalid(String),
+    /// The file is not an ELF object, or has no [`META_SECTION`].
+    #[error("not a hotfix patch: {0}")]
+    NotPatch(String),
+}
+
+/// Reads the [`Meta`] of a patch file (the ELF part is left to the caller).
+pub fn read_meta(elf: &[u8]) -> Result<Meta, FormatError> {
+    use object::{Object, ObjectSection};
+    let file = object::File::parse(elf).map_err(|e| FormatError::NotPatch(e.to_string()))?;
+    let section = file
+        .section_by_name(META_SECTION)
+        .ok_or_else(|| FormatError::NotPatch(format!("no {META_SECTION} section")))?;
+    let data = section
+        .data()
+        .map_err(|e| FormatError::NotPatch(e.to_string()))?;
+    Meta::decode(data)
 }
 
 impl Meta {
@@ -268,7 +286,10 @@ mod tests {
     fn refuses_other_version_and_magic() {
         let mut b = sample().encode();
         b[8] = 9;
-        assert!(matches!(Meta::decode(&b), Err(FormatError::Version { found: 9 })));
+        assert!(matches!(
+            Meta::decode(&b),
+            Err(FormatError::Version { found: 9 })
+        ));
         b[0] = b'X';
         assert!(matches!(Meta::decode(&b), Err(FormatError::BadMagic)));
         assert!(matches!(Meta::decode(&[]), Err(FormatError::BadMagic)));
