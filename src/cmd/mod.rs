@@ -11,6 +11,7 @@ pub struct Global {
 }
 
 /// Prints `value` as pretty JSON on stdout.
+#[allow(dead_code, reason = "used by subcommands as they land")]
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
