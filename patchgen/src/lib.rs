@@ -13,10 +13,21 @@
 //! file and symbol concerned and carries a [`Status`] that the CLI turns into
 //! its exit status.
 
+pub mod compare;
+pub mod correlate;
+pub mod diff;
+pub mod emit;
 pub mod error;
+pub mod explain;
 pub mod format;
+pub mod include;
+pub mod inspect;
+pub mod layout;
+pub mod read;
 
-pub use error::Error;
+pub use diff::{DiffOptions, DiffReport, FuncChange, diff_objects};
+pub use error::{Error, Refusal, RefusalKind};
+pub use read::ObjectFile;
 
 /// Outcome categories shared by every hotfix crate; the CLI maps them to exit
 /// statuses (documented in the README).
