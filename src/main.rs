@@ -20,7 +20,10 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Dump an object or patch: sections, symbols, relocations, metadata.
+    Inspect(cmd::inspect::Args),
+}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -49,8 +52,10 @@ fn main() -> ExitCode {
 /// Runs one subcommand; `Ok(n)` is the exit status of a command that did its
 /// job but has a status to report (for example 5, no functional change).
 fn run(cli: Cli) -> anyhow::Result<u8> {
-    let _g = cli.global;
-    match cli.command {}
+    let g = cli.global;
+    match cli.command {
+        Command::Inspect(a) => cmd::inspect::run(a, g),
+    }
 }
 
 /// The exit status of an error: that of the first library error found in the

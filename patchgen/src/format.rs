@@ -175,6 +175,40 @@ pub fn read_meta(elf: &[u8]) -> Result<Meta, FormatError> {
     Meta::decode(data)
 }
 
+/// Returns a copy of the ELF relocatable object `elf` carrying `meta` in its
+/// [`META_SECTION`] (non-allocated `SHT_PROGBITS`, alignment 1), replacing any
+/// metadata section it had. Everything else (sections, symbols, relocations)
+/// is kept as it is; section and symbol indexes may be renumbered.
+///
+/// This is the ELF-level writer of the format: `read_meta(&attach_meta(e, m)?)`
+/// gives back `m`. It is what `objcopy --add-section .hotfix.meta=FILE
+/// --set-section-flags .hotfix.meta=readonly` does, without the tool.
+pub fn attach_meta(elf: &[u8], meta: &Meta) -> Result<Vec<u8>, FormatError> {
+    use object::build::elf::{Builder, SectionData};
+    meta.validate_self()?;
+    let mut builder = Builder::read(elf).map_err(|e| FormatError::NotPatch(e.to_string()))?;
+    if builder.header.e_type != object::elf::ET_REL {
+        return Err(FormatError::NotPatch(
+            "not an ELF relocatable object (ET_REL)".into(),
+        ));
+    }
+    for section in builder.sections.iter_mut() {
+        if section.name.as_slice() == META_SECTION.as_bytes() {
+            section.delete = true;
+        }
+    }
+    let section = builder.sections.add();
+    section.name = META_SECTION.as_bytes().to_vec().into();
+    section.sh_type = object::elf::SHT_PROGBITS;
+    section.sh_addralign = 1;
+    section.data = SectionData::Data(meta.encode().into());
+    let mut out = Vec::with_capacity(elf.len() + 1024);
+    builder
+        .write(&mut out)
+        .map_err(|e| FormatError::NotPatch(e.to_string()))?;
+    Ok(out)
+}
+
 impl Meta {
     /// Encodes the metadata section contents.
     pub fn encode(&self) -> Vec<u8> {

@@ -2,6 +2,8 @@
 //! `Args`), builds a plan through the library crates and prints the result as
 //! human text or as one JSON document (`--json`).
 
+pub mod inspect;
+
 /// Options shared by every subcommand.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Global {
@@ -11,7 +13,6 @@ pub struct Global {
 }
 
 /// Prints `value` as pretty JSON on stdout.
-#[allow(dead_code, reason = "used by subcommands as they land")]
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
