@@ -1,0 +1,901 @@
+//! The operations: [`apply`], [`revert`], [`list`], [`apply_all`].
+//!
+//! Apply, step by step (failure-injection points in brackets: with
+//! `HOTFIX_FAULT=<step>` hotfix kills itself with `SIGKILL` there):
+//! 1. plan, touching nothing: read the patch, match its targets by build-id,
+//!    resolve every symbol, check sizes and expected bytes (file and live),
+//!    link the image at a chosen free address within ±2 GiB [`planned`];
+//! 2. load, with one thread stopped: inject `mmap`, write the image and the
+//!    registry record, `mprotect` code r-x [`loaded`]; the new code is
+//!    unreachable, so the target still runs only old code;
+//! 3. stop the world [`frozen`], check every stack; busy: resume, back off,
+//!    retry until the timeout, then unmap and fail (exit 3) [`checked`];
+//! 4. re-verify the live bytes, write one 5-byte jump per function, each in
+//!    one write [`jump-N` after the N-th, 1-based];
+//! 5. resume every thread [`resumed`].
+//!
+//! Killed anywhere, the kernel detaches the threads and the target runs on:
+//! before step 4 with the old code (a leftover inactive mapping is shown by
+//! `list` as inactive); after step 4 with the new code. Between the jumps of
+//! a multi-function patch (a window of a few microseconds of `pwrite`s) a
+//! kill leaves a partial patch, which `list` reports as `partial`; see
+//! `docs/loader.md`.
+
+use crate::check::{BusyRange, Module, Unwinder};
+use crate::error::{Error, Result};
+use crate::freeze::{self, Frozen};
+use crate::link::{self, PAGE, Resolved};
+use crate::registry::{self, Entry, FuncRecord, Record, State};
+use crate::target::{Object, Process, Query, Symbols, read_maps};
+use crate::{inject, mem, trampoline};
+use patchgen::format::{Binding, Kind, Meta};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Options of apply and revert.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long to retry while a function is busy.
+    pub timeout: Duration,
+    /// Root of separate debuginfo (`<dir>/.build-id/xx/rest.debug`).
+    pub debug_dir: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            debug_dir: std::env::var_os("HOTFIX_DEBUG_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/usr/lib/debug")),
+        }
+    }
+}
+
+/// A patch file, read and validated.
+#[derive(Debug, Clone)]
+pub struct Patch {
+    /// Its path.
+    pub path: PathBuf,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Its metadata.
+    pub meta: Meta,
+}
+
+impl Patch {
+    /// Reads and validates a patch file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let meta = patchgen::format::read_meta(&bytes).map_err(|e| Error::Patch {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        if meta.targets.is_empty() || meta.funcs.is_empty() {
+            return Err(Error::Patch {
+                path: path.to_path_buf(),
+                reason: "the patch names no target object or no function to replace".into(),
+            });
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            bytes,
+            meta,
+        })
+    }
+}
+
+/// One replaced function, as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct FuncReport {
+    /// Name.
+    pub name: String,
+    /// Old address.
+    pub old_addr: u64,
+    /// New address.
+    pub new_addr: u64,
+}
+
+/// The outcome of an apply or revert.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The process.
+    pub pid: i32,
+    /// The patch id.
+    pub id: String,
+    /// The patch mapping.
+    pub base: u64,
+    /// Its size.
+    pub size: u64,
+    /// Functions switched.
+    pub funcs: Vec<FuncReport>,
+    /// Threads stopped in the successful attempt.
+    pub threads: usize,
+    /// Attempts (1 + retries while busy).
+    pub attempts: u32,
+    /// Pause window of the successful attempt (first thread stopped to last
+    /// resumed), microseconds.
+    pub pause_us: u64,
+    /// Total time, microseconds.
+    pub total_us: u64,
+}
+
+fn fault(step: &str) {
+    if std::env::var("HOTFIX_FAULT").is_ok_and(|v| v == step) {
+        tracing::warn!("HOTFIX_FAULT={step}: killing hotfix");
+        crate::sys::kill_self();
+    }
+}
+
+struct Planned {
+    object: usize,
+    name: String,
+    old_addr: u64,
+    old_size: u64,
+    site: u64,
+    saved: [u8; 5],
+    new_symbol: String,
+    prev: Option<(u64, u64)>,
+}
+
+fn sym_query<'a>(name: &'a str, binding: Binding, file: Option<&'a str>, sympos: u32) -> Query<'a> {
+    Query {
+        name,
+        local: binding == Binding::Local,
+        file,
+        sympos,
+    }
+}
+
+struct Ctx<'p> {
+    proc: &'p Process,
+    debug_dir: PathBuf,
+    syms: HashMap<usize, Symbols>,
+}
+
+impl Ctx<'_> {
+    fn symbols(&mut self, obj: usize) -> Result<&Symbols> {
+        if !self.syms.contains_key(&obj) {
+            let s = self.proc.objects[obj].symbols(&self.debug_dir)?;
+            self.syms.insert(obj, s);
+        }
+        self.syms.get(&obj).ok_or_else(|| Error::Process {
+            pid: self.proc.pid,
+            reason: "symbol cache".into(),
+        })
+    }
+}
+
+fn object_index(proc: &Process, build_id: &str, name: &str) -> Result<usize> {
+    proc.objects
+        .iter()
+        .position(|o| !build_id.is_empty() && o.build_id.eq_ignore_ascii_case(build_id))
+        .ok_or_else(|| Error::NoMatchingObject {
+            pid: proc.pid,
+            build_id: if build_id.is_empty() {
+                "(none: the patch is not stamped with a build-id)".into()
+            } else {
+                build_id.to_string()
+            },
+            name: name.to_string(),
+        })
+}
+
+/// Unwind modules: every mapped object plus the code of loaded patches.
+fn modules(pid: i32, proc: &Process, entries: &[Entry]) -> Vec<Module> {
+    let mut m: Vec<Module> = proc.objects.iter().map(Module::from_object).collect();
+    for e in entries {
+        let r = &e.record;
+        if let Some((addr, len)) = r.eh_frame
+            && let Ok(bytes) = mem::read_vec(pid, addr, len as usize)
+        {
+            m.push(Module::from_patch(&r.id, r.code, addr, bytes));
+        }
+    }
+    m
+}
+
+/// Symbolizes a stack for error messages.
+fn symbolize(ctx: &mut Ctx<'_>, entries: &[Entry], stack: &[u64]) -> String {
+    let mut out = String::new();
+    for (i, &pc) in stack.iter().enumerate() {
+        let mut what = format!("{pc:#x}");
+        if let Some(oi) = ctx.proc.objects.iter().position(|o| o.contains_text(pc)) {
+            let bias = ctx.proc.objects[oi].bias;
+            let path = ctx.proc.objects[oi].path.clone();
+            let f = ctx.symbols(oi).ok().and_then(|s| {
+                s.containing(pc - bias)
+                    .map(|s| (s.name.clone(), pc - bias - s.value))
+            });
+            what = match f {
+                Some((n, off)) => format!("{pc:#x} {n}+{off:#x} ({path})"),
+                None => format!("{pc:#x} ({path})"),
+            };
+        } else if let Some(e) = entries
+            .iter()
+            .find(|e| pc >= e.record.code.0 && pc < e.record.code.1)
+        {
+            let f = e
+                .record
+                .funcs
+                .iter()
+                .map(|f| (f.name.clone(), f.new_addr, f.new_size))
+                .chain(e.record.new_funcs.iter().cloned())
+                .find(|(_, a, s)| pc >= *a && pc < a + s);
+            what = match f {
+                Some((n, a, _)) => format!("{pc:#x} {n}+{:#x} (patch {})", pc - a, e.record.id),
+                None => format!("{pc:#x} (patch {})", e.record.id),
+            };
+        }
+        out.push_str(&format!("  #{i} {what}\n"));
+    }
+    out
+}
+
+fn first_thread(pid: i32) -> Result<Frozen> {
+    let mut last = None;
+    let dir = format!("/proc/{pid}/task");
+    let tids: Vec<i32> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::Process {
+            pid,
+            reason: format!("cannot list {dir}: {e}"),
+        })?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect();
+    for tid in std::iter::once(pid).chain(tids.into_iter().filter(|t| *t != pid)) {
+        match freeze::stop_one(pid, tid) {
+            Ok(f) => return Ok(f),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(Error::Process {
+        pid,
+        reason: "no thread to stop".into(),
+    }))
+}
+
+fn gadget(proc: &Process) -> Result<u64> {
+    proc.objects
+        .iter()
+        .find_map(Object::syscall_gadget)
+        .ok_or_else(|| Error::Process {
+            pid: proc.pid,
+            reason: "no syscall instruction found in any mapped object".into(),
+        })
+}
+
+fn unmap_leftover(pid: i32, proc: &Process, base: u64, size: u64) {
+    let res = gadget(proc).and_then(|g| {
+        let mut f = first_thread(pid)?;
+        let r = match f.threads.first_mut() {
+            Some(t) => inject::munmap(pid, t, g, base, size),
+            None => Ok(()),
+        };
+        f.resume();
+        r
+    });
+    if let Err(e) = res {
+        tracing::warn!("process {pid}: could not unmap the unused patch mapping at {base:#x}: {e}");
+    }
+}
+
+fn now_secs() -> (u64, u128) {
+    let d = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs(), d.as_nanos())
+}
+
+/// Applies `patch` to process `pid`.
+pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
+    let t0 = Instant::now();
+    let meta = &patch.meta;
+    let proc = Process::open(pid)?;
+    let entries = registry::scan(pid, &proc.maps)?;
+    if let Some(e) = entries
+        .iter()
+        .find(|e| e.record.id == meta.id && e.state != State::Inactive)
+    {
+        return Err(Error::Registry {
+            pid,
+            id: meta.id.clone(),
+            reason: format!("is already applied ({:?})", e.state).to_lowercase(),
+        });
+    }
+    let targets: Vec<usize> = meta
+        .targets
+        .iter()
+        .map(|t| object_index(&proc, &t.build_id, &t.name))
+        .collect::<Result<_>>()?;
+    let mut ctx = Ctx {
+        proc: &proc,
+        debug_dir: opts.debug_dir.clone(),
+        syms: HashMap::new(),
+    };
+    // Replaced functions.
+    let mut plan: Vec<Planned> = Vec::new();
+    for f in &meta.funcs {
+        let oi = targets[f.target];
+        let obj = &proc.objects[oi];
+        let s = ctx
+            .symbols(oi)?
+            .lookup(sym_query(&f.name, f.binding, f.file.as_deref(), f.sympos))
+            .map_err(|reason| Error::Symbol {
+                object: obj.path.clone(),
+                name: f.name.clone(),
+                reason,
+            })?
+            .clone();
+        let old_addr = obj.bias.wrapping_add(s.value);
+        let mismatch = |reason: String| Error::ExpectedBytes {
+            pid,
+            func: f.name.clone(),
+            addr: old_addr,
+            object: obj.path.clone(),
+            reason,
+        };
+        if s.size != f.old_size {
+            return Err(mismatch(format!(
+                "size is {} bytes, the patch expects {}",
+                s.size, f.old_size
+            )));
+        }
+        let (Ok(expected), Ok(mask)) = (hex::decode(&f.expected), hex::decode(&f.expected_mask))
+        else {
+            return Err(Error::Patch {
+                path: patch.path.clone(),
+                reason: format!("function {}: expected bytes are not hex", f.name),
+            });
+        };
+        let n = expected.len().max(9);
+        let file = obj
+            .file_bytes(s.value, n.min(s.size.max(5) as usize))
+            .ok_or_else(|| mismatch("function bytes are not in the file".into()))?
+            .to_vec();
+        trampoline::check_expected(&expected, &mask, &file).map_err(mismatch)?;
+        let site_off = trampoline::site_offset(&file);
+        if s.size < site_off + 5 {
+            return Err(mismatch("function is too small for a 5-byte jump".into()));
+        }
+        let site = old_addr + site_off;
+        let live = mem::read_vec(pid, old_addr, file.len())?;
+        let so = site_off as usize;
+        let mut saved = [0u8; 5];
+        saved.copy_from_slice(&live[so..so + 5]);
+        let mut prev = None;
+        if live != file {
+            // Stacking: the site must hold the jump of the newest active patch.
+            let top = entries.iter().rev().find_map(|e| {
+                e.record
+                    .funcs
+                    .iter()
+                    .find(|r| r.site == site && hex::encode(saved) == r.jump)
+            });
+            let rest_ok = live[..so] == file[..so] && live[so + 5..] == file[so + 5..];
+            match top {
+                Some(r) if rest_ok => prev = Some((r.new_addr, r.new_size)),
+                _ => {
+                    return Err(mismatch(format!(
+                        "live bytes {} differ from the file's {} and are not a known patch's jump",
+                        hex::encode(&live),
+                        hex::encode(&file)
+                    )));
+                }
+            }
+        }
+        plan.push(Planned {
+            object: oi,
+            name: f.name.clone(),
+            old_addr,
+            old_size: s.size,
+            site,
+            saved,
+            new_symbol: f.new_symbol.clone(),
+            prev,
+        });
+    }
+    // References.
+    let mut resolved: HashMap<String, Resolved> = HashMap::new();
+    for r in &meta.refs {
+        let oi = targets[r.target];
+        let obj = &proc.objects[oi];
+        let q = sym_query(&r.name, r.binding, r.file.as_deref(), r.sympos);
+        let found = ctx.symbols(oi)?.lookup(q).cloned();
+        let v = match (found, r.kind) {
+            (Ok(s), Kind::Tls) => {
+                if !obj.is_main {
+                    return Err(Error::Unsupported {
+                        path: patch.path.clone(),
+                        reason: format!(
+                            "thread-local {} is in {}, not the main executable; only the main executable's TLS is supported",
+                            r.name, obj.path
+                        ),
+                    });
+                }
+                let Some((_, memsz, align)) = obj.tls else {
+                    return Err(Error::Symbol {
+                        object: obj.path.clone(),
+                        name: r.name.clone(),
+                        reason: "thread-local symbol but the object has no PT_TLS".into(),
+                    });
+                };
+                let block = memsz.div_ceil(align) * align;
+                Resolved::Tls(s.value as i64 - block as i64)
+            }
+            (Ok(s), _) if s.kind == goblin::elf::sym::STT_TLS => {
+                return Err(Error::Symbol {
+                    object: obj.path.clone(),
+                    name: r.name.clone(),
+                    reason: "is thread-local but the patch does not say so".into(),
+                });
+            }
+            (Ok(s), _) => Resolved::Addr(obj.bias.wrapping_add(s.value)),
+            (Err(reason), _) if r.binding == Binding::Local => {
+                return Err(Error::Symbol {
+                    object: obj.path.clone(),
+                    name: r.name.clone(),
+                    reason,
+                });
+            }
+            (Err(reason), _) => {
+                // An import: its definition in another object's .dynsym.
+                let mut hit = None;
+                for (k, o) in proc.objects.iter().enumerate() {
+                    if k == oi {
+                        continue;
+                    }
+                    if let Ok(s) = ctx.symbols(k)?.lookup(q) {
+                        hit = Some(o.bias.wrapping_add(s.value));
+                        break;
+                    }
+                }
+                Resolved::Addr(hit.ok_or_else(|| Error::Symbol {
+                    object: obj.path.clone(),
+                    name: r.name.clone(),
+                    reason: format!("{reason}, and no other mapped object defines it"),
+                })?)
+            }
+        };
+        resolved.insert(r.symbol.clone(), v);
+    }
+    let resolve = |name: &str| -> Result<Resolved> {
+        resolved.get(name).copied().ok_or_else(|| Error::Patch {
+            path: patch.path.clone(),
+            reason: format!("undefined symbol {name} has no entry in the metadata's refs"),
+        })
+    };
+    // Link near the first function's object.
+    let near = proc.objects[plan[0].object].span;
+    let near_name = proc.objects[plan[0].object].path.clone();
+    let probe = link::link(&patch.path, &patch.bytes, near.0, &resolve)?;
+    let build = |image: link::Image| -> Result<(Vec<u8>, Record)> {
+        let (secs, nanos) = now_secs();
+        let mut funcs = Vec::new();
+        for p in &plan {
+            let (new_addr, new_size) =
+                image
+                    .symbols
+                    .get(&p.new_symbol)
+                    .copied()
+                    .ok_or_else(|| Error::Patch {
+                        path: patch.path.clone(),
+                        reason: format!(
+                            "new function {} is not defined in the patch",
+                            p.new_symbol
+                        ),
+                    })?;
+            let jump = trampoline::jump(p.site, new_addr).ok_or_else(|| Error::NoSpace {
+                pid,
+                object: near_name.clone(),
+                size: image.bytes.len() as u64,
+            })?;
+            funcs.push(FuncRecord {
+                name: p.name.clone(),
+                object: proc.objects[p.object].path.clone(),
+                build_id: proc.objects[p.object].build_id.clone(),
+                old_addr: p.old_addr,
+                old_size: p.old_size,
+                site: p.site,
+                new_addr,
+                new_size,
+                saved: hex::encode(p.saved),
+                jump: hex::encode(jump),
+            });
+        }
+        let pick = |names: &[String]| {
+            names
+                .iter()
+                .filter_map(|n| image.symbols.get(n).map(|(a, s)| (n.clone(), *a, *s)))
+                .collect::<Vec<_>>()
+        };
+        let mut rec = Record {
+            id: meta.id.clone(),
+            description: meta.description.clone(),
+            source_hash: meta.source_hash.clone(),
+            applied_at: secs,
+            seq: nanos,
+            applied_by: std::process::id(),
+            base: image.base,
+            size: 0,
+            code: (
+                image.base + image.code.0,
+                image.base + image.code.0 + image.code.1,
+            ),
+            eh_frame: image.eh_frame,
+            targets: targets
+                .iter()
+                .map(|&i| {
+                    (
+                        proc.objects[i].build_id.clone(),
+                        proc.objects[i].path.clone(),
+                    )
+                })
+                .collect(),
+            funcs,
+            new_funcs: pick(&meta.new_funcs),
+            new_data: pick(&meta.new_data),
+        };
+        let rec_off = image.bytes.len() as u64;
+        // The size depends on the record's length, which includes the size:
+        // fix the size at the page-rounded length of a generous estimate.
+        let est = serde_json::to_vec(&rec).map(|v| v.len()).unwrap_or(0) as u64 + 64;
+        rec.size = (rec_off + est).div_ceil(PAGE) * PAGE;
+        let json = serde_json::to_vec(&rec).map_err(|e| Error::Registry {
+            pid,
+            id: meta.id.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut bytes = image.bytes;
+        bytes[..registry::HEADER_LEN]
+            .copy_from_slice(&registry::header(rec_off, json.len() as u64));
+        bytes.extend_from_slice(&json);
+        bytes.resize(rec.size as usize, 0);
+        Ok((bytes, rec))
+    };
+    let (probe_bytes, _) = build(probe)?;
+    let size = probe_bytes.len() as u64;
+    fault("planned");
+
+    // Load, with one thread stopped.
+    let g = gadget(&proc)?;
+    let mut one = first_thread(pid)?;
+    let mut loaded: Option<Record> = None;
+    for skip in 0..16 {
+        let Some(base) = proc.free_range_near(near, size, skip) else {
+            break;
+        };
+        let image = link::link(&patch.path, &patch.bytes, base, &resolve)?;
+        let code = image.code;
+        let (bytes, rec) = build(image)?;
+        let Some(t) = one.threads.first_mut() else {
+            break;
+        };
+        let prot_rw = libc::PROT_READ | libc::PROT_WRITE;
+        if inject::mmap_fixed(pid, t, g, base, rec.size, prot_rw)?.is_none() {
+            continue;
+        }
+        let res = (|| -> Result<()> {
+            let w = mem::Writer::open(pid)?;
+            w.write(base, &bytes)?;
+            inject::mprotect(pid, t, g, base, PAGE, libc::PROT_READ)?;
+            if code.1 > 0 {
+                inject::mprotect(
+                    pid,
+                    t,
+                    g,
+                    base + code.0,
+                    code.1,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                )?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let _ = inject::munmap(pid, t, g, base, rec.size);
+            return Err(e);
+        }
+        loaded = Some(rec);
+        break;
+    }
+    one.resume();
+    let rec = loaded.ok_or_else(|| Error::NoSpace {
+        pid,
+        object: near_name.clone(),
+        size,
+    })?;
+    fault("loaded");
+
+    // Stop the world, check, switch.
+    let mut ranges: Vec<BusyRange> = Vec::new();
+    for p in &plan {
+        ranges.push(BusyRange {
+            start: p.old_addr,
+            end: p.old_addr + p.old_size,
+            label: p.name.clone(),
+        });
+        if let Some((a, s)) = p.prev {
+            ranges.push(BusyRange {
+                start: a,
+                end: a + s,
+                label: format!("{} (previous patch)", p.name),
+            });
+        }
+    }
+    let mut unwinder = Unwinder::new(pid, modules(pid, &proc, &entries));
+    let deadline = Instant::now() + opts.timeout;
+    let mut backoff = Duration::from_millis(1);
+    let mut attempts = 0u32;
+    let writer = mem::Writer::open(pid)?;
+    loop {
+        attempts += 1;
+        let frozen = freeze::freeze(pid)?;
+        fault("frozen");
+        let maps = read_maps(pid)?;
+        if let Some(b) = unwinder.check(&frozen.threads, &maps, &ranges) {
+            drop(frozen);
+            if Instant::now() >= deadline {
+                unmap_leftover(pid, &proc, rec.base, rec.size);
+                let stack = symbolize(&mut ctx, &entries, &b.stack);
+                return Err(Error::Busy {
+                    pid,
+                    tid: b.tid,
+                    func: b.label,
+                    stack: if b.scanned {
+                        format!("{stack}  (unwind incomplete; found by scanning the stack)\n")
+                    } else {
+                        stack
+                    },
+                    timeout: opts.timeout,
+                    attempts,
+                });
+            }
+            tracing::debug!("attempt {attempts}: thread {} busy in {}", b.tid, b.label);
+            std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+            continue;
+        }
+        fault("checked");
+        // Re-verify the live bytes under the stop.
+        for (p, f) in plan.iter().zip(&rec.funcs) {
+            let mut live = [0u8; 5];
+            mem::read(pid, p.site, &mut live)?;
+            if live != p.saved {
+                drop(frozen);
+                unmap_leftover(pid, &proc, rec.base, rec.size);
+                return Err(Error::ExpectedBytes {
+                    pid,
+                    func: f.name.clone(),
+                    addr: p.old_addr,
+                    object: f.object.clone(),
+                    reason: "live bytes changed while applying (another patcher?)".into(),
+                });
+            }
+        }
+        for (i, f) in rec.funcs.iter().enumerate() {
+            let jump = hex::decode(&f.jump).unwrap_or_default();
+            writer.write(f.site, &jump)?;
+            fault(&format!("jump-{}", i + 1));
+        }
+        let threads = frozen.threads.len();
+        let pause = frozen.resume();
+        fault("resumed");
+        return Ok(Report {
+            pid,
+            id: meta.id.clone(),
+            base: rec.base,
+            size: rec.size,
+            funcs: rec
+                .funcs
+                .iter()
+                .map(|f| FuncReport {
+                    name: f.name.clone(),
+                    old_addr: f.old_addr,
+                    new_addr: f.new_addr,
+                })
+                .collect(),
+            threads,
+            attempts,
+            pause_us: pause.as_micros() as u64,
+            total_us: t0.elapsed().as_micros() as u64,
+        });
+    }
+}
+
+/// Reverts patch `id` in process `pid`: checks no thread runs its code,
+/// restores the saved bytes, unmaps it. Refuses if a later patch is stacked
+/// on one of its functions.
+pub fn revert(pid: i32, id: &str, opts: &Options) -> Result<Report> {
+    let t0 = Instant::now();
+    let proc = Process::open(pid)?;
+    let entries = registry::scan(pid, &proc.maps)?;
+    let Some(pos) = entries.iter().rposition(|e| e.record.id == id) else {
+        return Err(Error::Registry {
+            pid,
+            id: id.to_string(),
+            reason: "is not applied to this process".into(),
+        });
+    };
+    let e = &entries[pos];
+    let rec = e.record.clone();
+    if e.state == State::Stacked {
+        let later: Vec<String> = entries[pos + 1..]
+            .iter()
+            .filter(|l| {
+                l.state != State::Inactive
+                    && l.record
+                        .funcs
+                        .iter()
+                        .any(|lf| rec.funcs.iter().any(|f| f.site == lf.site))
+            })
+            .map(|l| l.record.id.clone())
+            .collect();
+        return Err(Error::Registry {
+            pid,
+            id: id.to_string(),
+            reason: format!(
+                "functions {} are patched again by {}; revert in last-in-first-out order ({} first)",
+                e.overridden.join(", "),
+                later.join(", "),
+                later.last().cloned().unwrap_or_default()
+            ),
+        });
+    }
+    if e.state == State::Inactive {
+        // A leftover of an interrupted apply or revert: nothing runs it.
+        unmap_leftover(pid, &proc, rec.base, rec.size);
+        return Err(Error::Registry {
+            pid,
+            id: id.to_string(),
+            reason: "is not active (leftover mapping of an interrupted apply, now unmapped)".into(),
+        });
+    }
+    let mut ctx = Ctx {
+        proc: &proc,
+        debug_dir: opts.debug_dir.clone(),
+        syms: HashMap::new(),
+    };
+    let ranges = vec![BusyRange {
+        start: rec.code.0,
+        end: rec.code.1,
+        label: format!("new code of patch {id}"),
+    }];
+    let g = gadget(&proc)?;
+    let mut unwinder = Unwinder::new(pid, modules(pid, &proc, &entries));
+    let deadline = Instant::now() + opts.timeout;
+    let mut backoff = Duration::from_millis(1);
+    let mut attempts = 0u32;
+    let writer = mem::Writer::open(pid)?;
+    loop {
+        attempts += 1;
+        let mut frozen = freeze::freeze(pid)?;
+        fault("frozen");
+        let maps = read_maps(pid)?;
+        if let Some(b) = unwinder.check(&frozen.threads, &maps, &ranges) {
+            drop(frozen);
+            if Instant::now() >= deadline {
+                let stack = symbolize(&mut ctx, &entries, &b.stack);
+                return Err(Error::Busy {
+                    pid,
+                    tid: b.tid,
+                    func: b.label,
+                    stack,
+                    timeout: opts.timeout,
+                    attempts,
+                });
+            }
+            std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+            continue;
+        }
+        fault("checked");
+        for (i, f) in rec.funcs.iter().enumerate() {
+            let mut live = [0u8; 5];
+            mem::read(pid, f.site, &mut live)?;
+            if hex::encode(live) == f.jump {
+                writer.write(f.site, &hex::decode(&f.saved).unwrap_or_default())?;
+            }
+            fault(&format!("restore-{}", i + 1));
+        }
+        if let Some(t) = frozen.threads.first_mut() {
+            inject::munmap(pid, t, g, rec.base, rec.size)?;
+        }
+        let threads = frozen.threads.len();
+        let pause = frozen.resume();
+        return Ok(Report {
+            pid,
+            id: id.to_string(),
+            base: rec.base,
+            size: rec.size,
+            funcs: rec
+                .funcs
+                .iter()
+                .map(|f| FuncReport {
+                    name: f.name.clone(),
+                    old_addr: f.old_addr,
+                    new_addr: f.new_addr,
+                })
+                .collect(),
+            threads,
+            attempts,
+            pause_us: pause.as_micros() as u64,
+            total_us: t0.elapsed().as_micros() as u64,
+        });
+    }
+}
+
+/// The patches loaded in process `pid`, oldest first, with their state.
+pub fn list(pid: i32) -> Result<Vec<Entry>> {
+    registry::scan(pid, &read_maps(pid)?)
+}
+
+/// The outcome of [`apply_all`] for one process.
+#[derive(Debug)]
+pub struct AllOutcome {
+    /// The process.
+    pub pid: i32,
+    /// Its command name.
+    pub comm: String,
+    /// What happened.
+    pub result: Result<Report>,
+}
+
+/// Applies `patch` to every process that maps an object with the build-id
+/// of the patch's first target, each independently.
+pub fn apply_all(patch: &Patch, opts: &Options) -> Result<Vec<AllOutcome>> {
+    let want = patch.meta.targets[0].build_id.to_ascii_lowercase();
+    let me = std::process::id() as i32;
+    let mut cache: HashMap<(String, u64), String> = HashMap::new();
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir("/proc").map_err(|source| Error::Io {
+        path: "/proc".into(),
+        source,
+    })?;
+    let mut pids: Vec<i32> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .filter(|p| *p != me)
+        .collect();
+    pids.sort();
+    for pid in pids {
+        let Ok(maps) = read_maps(pid) else { continue };
+        let mut hit = false;
+        for m in maps
+            .iter()
+            .filter(|m| m.path.starts_with('/') && m.inode != 0 && m.offset == 0)
+        {
+            let key = (m.path.clone(), m.inode);
+            let id = match cache.get(&key) {
+                Some(v) => v.clone(),
+                None => {
+                    let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+                    let v = crate::target::build_id_of(Path::new(&mf)).unwrap_or_default();
+                    cache.insert(key, v.clone());
+                    v
+                }
+            };
+            if !want.is_empty() && id == want {
+                hit = true;
+                break;
+            }
+        }
+        if !hit {
+            continue;
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        out.push(AllOutcome {
+            pid,
+            comm,
+            result: apply(pid, patch, opts),
+        });
+    }
+    Ok(out)
+}
