@@ -23,6 +23,10 @@ struct Cli {
 enum Command {
     /// Dump an object or patch: sections, symbols, relocations, metadata.
     Inspect(cmd::inspect::Args),
+    /// Diff two objects into a patch object (changed and new functions).
+    Diff(cmd::diff::Args),
+    /// Explain a diff: why each function changed, with a disassembly diff.
+    Explain(cmd::explain::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let g = cli.global;
     match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a, g),
+        Command::Diff(a) => cmd::diff::run(a, g),
+        Command::Explain(a) => cmd::explain::run(a, g),
     }
 }
 

@@ -142,3 +142,50 @@ pub fn diff_objects(
         meta,
     })
 }
+
+impl DiffReport {
+    /// The human summary printed by `hotfix diff` (stable; snapshot-tested).
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "patch {}: {} -> {}: {} changed, {} new function(s), {} new data\n",
+            self.meta.id,
+            self.orig,
+            self.patched,
+            self.changed.len(),
+            self.new_funcs.len(),
+            self.new_data.len()
+        );
+        for c in &self.changed {
+            let what = if c.replaced { "changed" } else { "child" };
+            if c.name == c.old_name {
+                out.push_str(&format!("  {what:<9} {}: {}\n", c.name, c.reason));
+            } else {
+                out.push_str(&format!(
+                    "  {what:<9} {} (was {}): {}\n",
+                    c.name, c.old_name, c.reason
+                ));
+            }
+        }
+        for f in &self.new_funcs {
+            out.push_str(&format!("  {:<9} {f}\n", "new"));
+        }
+        for d in &self.new_data {
+            out.push_str(&format!("  {:<9} {d}\n", "data"));
+        }
+        for l in &self.line_only {
+            out.push_str(&format!(
+                "  {:<9} {l}: only __LINE__ immediates differ (not patched)\n",
+                "same"
+            ));
+        }
+        for r in &self.meta.refs {
+            let pos = match (&r.file, r.sympos) {
+                (Some(f), 0) => format!(" ({f})"),
+                (Some(f), n) => format!(" ({f}, #{n})"),
+                (None, _) => String::new(),
+            };
+            out.push_str(&format!("  {:<9} {}{pos}\n", "ref", r.name));
+        }
+        out
+    }
+}

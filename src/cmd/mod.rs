@@ -2,6 +2,8 @@
 //! `Args`), builds a plan through the library crates and prints the result as
 //! human text or as one JSON document (`--json`).
 
+pub mod diff;
+pub mod explain;
 pub mod inspect;
 
 /// Options shared by every subcommand.
