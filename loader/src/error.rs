@@ -176,14 +176,60 @@ pub enum Error {
         /// What is not supported.
         reason: String,
     },
+    /// A kernel module file is not a livepatch module hotfix can apply.
+    #[error("{path}: {reason}")]
+    KernelModule {
+        /// The `.ko` file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A kernel module was built for another kernel than the running one.
+    #[error("{path}: built for kernel {vermagic:?}, but the running kernel is {running:?}")]
+    KernelMismatch {
+        /// The `.ko` file.
+        path: PathBuf,
+        /// The module's `vermagic`.
+        vermagic: String,
+        /// The running kernel's release (`uname -r`).
+        running: String,
+    },
+    /// A kernel operation on a livepatch failed (module load or removal,
+    /// a write to `/sys/kernel/livepatch`, a missing patch).
+    #[error("livepatch {name}: {op}: {reason}")]
+    KernelOp {
+        /// The livepatch (module) name.
+        name: String,
+        /// The operation.
+        op: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A livepatch transition did not finish within the timeout; it was
+    /// reversed, so nothing changed.
+    #[error(
+        "livepatch {name}: {action} transition still pending after {timeout:?}; reversed, nothing changed\nstalled tasks:\n{stalled}"
+    )]
+    KernelStalled {
+        /// The livepatch (module) name.
+        name: String,
+        /// `enable` or `disable`.
+        action: &'static str,
+        /// The timeout.
+        timeout: Duration,
+        /// Tasks not yet switched (`pid comm` and kernel stack), one block per task.
+        stalled: String,
+    },
 }
 
 impl Error {
     /// The exit-status category of this error.
     pub fn status(&self) -> Status {
         match self {
-            Error::Busy { .. } => Status::Unsafe,
-            Error::NoMatchingObject { .. } | Error::ExpectedBytes { .. } => Status::Mismatch,
+            Error::Busy { .. } | Error::KernelStalled { .. } => Status::Unsafe,
+            Error::NoMatchingObject { .. }
+            | Error::ExpectedBytes { .. }
+            | Error::KernelMismatch { .. } => Status::Mismatch,
             _ => Status::Error,
         }
     }

@@ -183,8 +183,41 @@ pub fn freeze(pid: i32) -> Result<Frozen> {
             op: "PTRACE_GETREGS",
             source,
         })?;
+        t.restore = no_eintr(pid, t.tid, &t.regs);
     }
     Ok(f)
+}
+
+/// System calls the kernel fails with `EINTR` (instead of restarting) when
+/// a stop interrupts them, even with no signal delivered (signal(7)).
+const EINTR_ON_STOP: [u64; 3] = [
+    libc::SYS_epoll_wait as u64,
+    libc::SYS_epoll_pwait as u64,
+    441, // epoll_pwait2
+];
+
+/// If the stop made `epoll_wait` fail with `EINTR` and no signal is pending
+/// that could explain it, the registers that restart the call instead: the
+/// program sees no trace of the stop. (A finite timeout restarts in full.)
+fn no_eintr(pid: i32, tid: i32, regs: &Regs) -> Option<Regs> {
+    if !EINTR_ON_STOP.contains(&regs.orig_rax) || regs.rax as i64 != -(libc::EINTR as i64) {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    let pending = mask("SigPnd:")? | mask("ShdPnd:")?;
+    if pending & !mask("SigBlk:")? != 0 {
+        return None;
+    }
+    let mut r = *regs;
+    r.rax = regs.orig_rax;
+    r.rip = regs.rip.wrapping_sub(2);
+    Some(r)
 }
 
 fn zero_regs() -> Regs {

@@ -17,6 +17,7 @@ pub mod check;
 pub mod error;
 pub mod freeze;
 pub mod inject;
+pub mod kernel;
 pub mod link;
 pub mod load;
 pub mod mem;

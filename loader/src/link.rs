@@ -26,6 +26,9 @@ use goblin::elf::{Elf, reloc::*, section_header as sh, sym};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The linker-defined GOT symbol: resolved to the patch's local GOT.
+const GOT_SYMBOL: &str = "_GLOBAL_OFFSET_TABLE_";
+
 /// Page size of the layout.
 pub const PAGE: u64 = 4096;
 
@@ -133,7 +136,9 @@ pub fn link(
     }
     let mut resolved: HashMap<String, Resolved> = HashMap::new();
     for n in &undef {
-        resolved.insert(n.clone(), resolve(n)?);
+        if n != GOT_SYMBOL {
+            resolved.insert(n.clone(), resolve(n)?);
+        }
     }
     // Layout.
     let mut placed: HashMap<usize, Placed> = HashMap::new();
@@ -189,6 +194,8 @@ pub fn link(
             }
         }
     }
+    // `_GLOBAL_OFFSET_TABLE_` is the patch's own local GOT.
+    resolved.insert(GOT_SYMBOL.to_string(), Resolved::Addr(base + got_off));
     let total = align(off, 8);
     let mut img = vec![0u8; total as usize];
     // Copy section contents.
@@ -289,7 +296,7 @@ pub fn link(
             };
             let width = match r.r_type {
                 R_X86_64_NONE => continue,
-                R_X86_64_64 | R_X86_64_PC64 => 8,
+                R_X86_64_64 | R_X86_64_PC64 | R_X86_64_GOTPC64 | R_X86_64_GOTOFF64 => 8,
                 _ => 4,
             };
             if r.r_offset + width > tsize {
@@ -359,6 +366,17 @@ pub fn link(
                     .ok_or_else(|| rerr("no GOT slot".into()))?;
                     pcrel32(base + slot)?.to_vec()
                 }
+                R_X86_64_GOTPC32 => pcrel32(base + got_off)?.to_vec(),
+                R_X86_64_GOTPC64 => ((base + got_off) as i64)
+                    .wrapping_add(a)
+                    .wrapping_sub(place_addr as i64)
+                    .to_le_bytes()
+                    .to_vec(),
+                R_X86_64_GOTOFF64 => (addr_of(sv)? as i64)
+                    .wrapping_add(a)
+                    .wrapping_sub((base + got_off) as i64)
+                    .to_le_bytes()
+                    .to_vec(),
                 R_X86_64_GOTTPOFF => {
                     if !matches!(sv, Resolved::Tls(_)) {
                         return Err(rerr("GOTTPOFF against a non-TLS symbol".into()));

@@ -278,6 +278,10 @@ impl Object {
                 .join(".build-id")
                 .join(&self.build_id[..2])
                 .join(format!("{}.debug", &self.build_id[2..]));
+            out.missing = Some(format!(
+                "the object has no .symtab and no debuginfo {}",
+                dbg.display()
+            ));
             if let Ok(f) = std::fs::File::open(&dbg) {
                 let map = FileMap::new(&f).map_err(|e| Error::Io {
                     path: dbg.clone(),
@@ -289,6 +293,7 @@ impl Object {
                 })?;
                 out.symtab = collect(&delf.syms, &delf.strtab);
                 out.debug_file = Some(dbg);
+                out.missing = None;
             }
         } else {
             out.symtab = collect(&elf.syms, &elf.strtab);
@@ -333,6 +338,8 @@ pub struct Symbols {
     pub dynsym: Vec<Sym>,
     /// The debuginfo file used, if any.
     pub debug_file: Option<PathBuf>,
+    /// Why there is no `.symtab`, if there is none.
+    pub missing: Option<String>,
 }
 
 /// What to look up.
@@ -351,6 +358,13 @@ pub struct Query<'a> {
 impl Symbols {
     /// Finds a symbol; `Err` carries the reason it is not found or ambiguous.
     pub fn lookup(&self, q: Query<'_>) -> std::result::Result<&Sym, String> {
+        self.lookup_inner(q).map_err(|e| match &self.missing {
+            Some(m) => format!("{e} ({m})"),
+            None => e,
+        })
+    }
+
+    fn lookup_inner(&self, q: Query<'_>) -> std::result::Result<&Sym, String> {
         if q.local {
             let same: Vec<&Sym> = self
                 .symtab

@@ -1,0 +1,500 @@
+//! Process-tier tests: real target programs built from `testkernels/proc` at
+//! test time, patched live through ptrace by the loader library.
+
+mod support;
+
+use loader::{Error, Options, Patch, State};
+use patchgen::Status;
+use patchgen::format::Kind;
+use std::time::Duration;
+use support::{Build, Running, Spec, TargetKind, field, wait_until};
+
+const PIE: TargetKind = TargetKind {
+    pie: true,
+    lib: false,
+};
+
+fn opts(secs: u64) -> Options {
+    Options {
+        timeout: Duration::from_secs(secs),
+        ..Options::default()
+    }
+}
+
+fn read_patch(p: &std::path::Path) -> Patch {
+    Patch::read(p).expect("read patch")
+}
+
+fn apply_revert_round(kind: TargetKind, args: &[&str]) {
+    let b = Build::new();
+    let bin = b.target(kind);
+    let patch = read_patch(&b.patch("compute_v2.c", &Spec::new("v2", &bin, &["compute"])));
+    let mut t = Running::start(&bin, args);
+    assert_eq!(t.call(5), 11);
+    let rep = loader::apply(t.pid, &patch, &opts(10)).expect("apply");
+    assert_eq!(rep.funcs.len(), 1);
+    assert!(rep.pause_us > 0);
+    assert_eq!(t.call(5), 22);
+    let l = loader::list(t.pid).expect("list");
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].record.id, "v2");
+    assert_eq!(l[0].state, State::Active);
+    assert_eq!(l[0].record.funcs[0].name, "compute");
+    loader::revert(t.pid, "v2", &opts(10)).expect("revert");
+    assert_eq!(t.call(5), 11);
+    assert!(loader::list(t.pid).expect("list").is_empty());
+    // The patch mapping is gone.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", t.pid)).expect("maps");
+    assert!(!maps.contains(&format!("{:x}-", l[0].record.base)));
+}
+
+#[test]
+fn single_thread_pie() {
+    apply_revert_round(PIE, &[]);
+}
+
+#[test]
+fn single_thread_non_pie() {
+    apply_revert_round(
+        TargetKind {
+            pie: false,
+            lib: false,
+        },
+        &[],
+    );
+}
+
+#[test]
+fn sixty_four_threads_non_pie() {
+    apply_revert_round(
+        TargetKind {
+            pie: false,
+            lib: false,
+        },
+        &["--idle", "64"],
+    );
+}
+
+#[test]
+fn hammer_64_threads_200_cycles() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let patch = read_patch(&b.patch("compute_v2.c", &Spec::new("v2", &bin, &["compute"])));
+    let mut t = Running::start(&bin, &["--hammer", "64"]);
+    let before = t.status("calls");
+    let mut max_pause = 0;
+    for i in 0..200 {
+        let a = loader::apply(t.pid, &patch, &opts(20)).unwrap_or_else(|e| panic_at(i, &e));
+        max_pause = max_pause.max(a.pause_us);
+        loader::revert(t.pid, "v2", &opts(20)).unwrap_or_else(|e| panic_at(i, &e));
+    }
+    assert!(t.alive(), "target crashed");
+    let s = t.cmd("status");
+    assert_eq!(field(&s, "bad"), 0, "{s}");
+    assert!(
+        field(&s, "calls") > before,
+        "hammer threads made no progress: {s}"
+    );
+    assert_eq!(t.call(5), 11);
+    eprintln!("200 cycles with 64 hammer threads; max pause {max_pause} us");
+}
+
+fn panic_at(i: i32, e: &Error) -> loader::Report {
+    let msg = format!("cycle {i}: {e}");
+    assert!(msg.is_empty(), "{msg}");
+    unreachable!()
+}
+
+#[test]
+fn busy_function_times_out_with_status_3_and_changes_nothing() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let patch = read_patch(&b.patch("stuck_v2.c", &Spec::new("unstick", &bin, &["stuck"])));
+    let mut t = Running::start(&bin, &["--stuck"]);
+    assert!(wait_until(5, || t.status("stuck_spins") > 0));
+    let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", t.pid)).expect("maps");
+    let e = loader::apply(t.pid, &patch, &opts(1)).expect_err("must be busy");
+    assert_eq!(e.status(), Status::Unsafe, "{e}");
+    let msg = e.to_string();
+    let tid = field(&t.cmd("tids"), "stuck");
+    assert!(msg.contains(&format!("thread {tid}")), "{msg}");
+    assert!(msg.contains("stuck"), "{msg}");
+    assert!(msg.contains("stuck_main"), "stack not symbolized: {msg}");
+    // Nothing changed: no registry entry, no new mapping, the thread still spins.
+    assert!(loader::list(t.pid).expect("list").is_empty());
+    let maps_after = std::fs::read_to_string(format!("/proc/{}/maps", t.pid)).expect("maps");
+    assert_eq!(maps_before, maps_after);
+    let s0 = t.status("stuck_spins");
+    assert!(wait_until(5, || t.status("stuck_spins") > s0));
+}
+
+#[test]
+fn function_leaving_the_stack_soon_succeeds_after_retries() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let patch = read_patch(&b.patch("sleepy_v2.c", &Spec::new("sleepy", &bin, &["sleepy"])));
+    let mut t = Running::start(&bin, &["--sleepy"]);
+    assert_eq!(t.status("sleepy_done"), 0);
+    let rep = loader::apply(t.pid, &patch, &opts(10)).expect("apply after retries");
+    assert!(
+        rep.attempts > 1,
+        "sleepy was on the stack: expected retries, got {}",
+        rep.attempts
+    );
+    assert_eq!(t.status("sleepy_done"), 1);
+}
+
+#[test]
+fn shared_library_function() {
+    let b = Build::new();
+    let bin = b.target(TargetKind {
+        pie: true,
+        lib: true,
+    });
+    let lib = b.lib();
+    let patch = read_patch(&b.patch("lib_v2.c", &Spec::new("lib2", &lib, &["lib_compute"])));
+    let mut t = Running::start(&bin, &["--lib"]);
+    assert_eq!(t.cmd("lib 5"), "105");
+    loader::apply(t.pid, &patch, &opts(10)).expect("apply");
+    assert_eq!(t.cmd("lib 5"), "205");
+    let l = loader::list(t.pid).expect("list");
+    assert!(l[0].record.funcs[0].object.ends_with("libcalc.so"));
+    loader::revert(t.pid, "lib2", &opts(10)).expect("revert");
+    assert_eq!(t.cmd("lib 5"), "105");
+}
+
+#[test]
+fn new_function_and_new_global() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let mut spec = Spec::new("newfn", &bin, &["compute"]);
+    spec.new_funcs = vec!["patch_helper".into()];
+    spec.new_data = vec!["patch_calls".into()];
+    let patch = read_patch(&b.patch("compute_newfunc.c", &spec));
+    let mut t = Running::start(&bin, &[]);
+    loader::apply(t.pid, &patch, &opts(10)).expect("apply");
+    assert_eq!(t.call(5), 22);
+    assert_eq!(t.call(6), 25);
+    let l = loader::list(t.pid).expect("list");
+    let rec = &l[0].record;
+    assert_eq!(rec.new_funcs[0].0, "patch_helper");
+    let (_, addr, size) = rec.new_data[0].clone();
+    assert_eq!(size, 4);
+    let v = loader::mem::read_vec(t.pid, addr, 4).expect("read new global");
+    assert_eq!(i32::from_le_bytes([v[0], v[1], v[2], v[3]]), 2);
+}
+
+#[test]
+fn static_function_and_static_data_of_the_target() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let spec = Spec::new("static", &bin, &["compute"])
+        .local_ref("scale", Kind::Func)
+        .local_ref("factor", Kind::Object);
+    let patch = read_patch(&b.patch("compute_static.c", &spec));
+    let mut t = Running::start(&bin, &[]);
+    loader::apply(t.pid, &patch, &opts(10)).expect("apply");
+    assert_eq!(t.call(5), 25 + 5000);
+}
+
+fn tls_case(cflags: Vec<&'static str>) {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let mut spec = Spec::new("tls", &bin, &["compute"]).tls_ref("tls_val");
+    spec.cflags = cflags;
+    let patch = read_patch(&b.patch("compute_tls.c", &spec));
+    let mut t = Running::start(&bin, &["--idle", "2"]);
+    assert_eq!(t.cmd("tls 7"), "ok");
+    loader::apply(t.pid, &patch, &opts(10)).expect("apply");
+    assert_eq!(t.call(5), 7005);
+    assert_eq!(t.cmd("tls 9"), "ok");
+    assert_eq!(t.call(1), 9001);
+}
+
+#[test]
+fn tls_initial_exec_in_main_program() {
+    tls_case(vec![]);
+}
+
+#[test]
+fn tls_local_exec_in_main_program() {
+    tls_case(vec!["-ftls-model=local-exec"]);
+}
+
+#[test]
+fn tls_general_dynamic_is_refused() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let mut spec = Spec::new("tlsgd", &bin, &["compute"]).tls_ref("tls_val");
+    spec.cflags = vec!["-fPIC"];
+    let patch = read_patch(&b.patch("compute_tls.c", &spec));
+    let mut t = Running::start(&bin, &[]);
+    let e = loader::apply(t.pid, &patch, &opts(10)).expect_err("must refuse");
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    assert!(e.to_string().contains("initial-exec"), "{e}");
+    assert_eq!(t.call(5), 11);
+    assert!(loader::list(t.pid).expect("list").is_empty());
+}
+
+#[test]
+fn far_import_through_stub() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let patch = read_patch(&b.patch("compute_printf.c", &Spec::new("printf", &bin, &["compute"])));
+    let mut t = Running::start(&bin, &[]);
+    loader::apply(t.pid, &patch, &opts(10)).expect("apply");
+    assert_eq!(t.call(5), 22);
+}
+
+#[test]
+fn vdso_spinner_unwinds_completely() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let patch = read_patch(&b.patch("compute_v2.c", &Spec::new("v2", &bin, &["compute"])));
+    let mut t = Running::start(&bin, &["--spinner"]);
+    let mut tid = 0;
+    assert!(wait_until(5, || {
+        tid = field(&t.cmd("tids"), "spinner");
+        tid > 0
+    }));
+    let proc = loader::target::Process::open(t.pid).expect("open");
+    let vdso = proc
+        .maps
+        .iter()
+        .find(|m| m.path == "[vdso]")
+        .map(|m| (m.start, m.end))
+        .expect("vdso mapped");
+    let main = proc
+        .objects
+        .iter()
+        .find(|o| o.is_main)
+        .expect("main object");
+    let syms = main
+        .symbols(std::path::Path::new("/nonexistent"))
+        .expect("symbols");
+    let spinner = syms
+        .symtab
+        .iter()
+        .find(|s| s.name == "spinner_main")
+        .map(|s| (main.bias + s.value, main.bias + s.value + s.size))
+        .expect("spinner_main");
+    let modules = proc
+        .objects
+        .iter()
+        .map(loader::check::Module::from_object)
+        .collect();
+    let mut u = loader::check::Unwinder::new(t.pid, modules);
+    let mut in_vdso = 0;
+    for _ in 0..50 {
+        let f = loader::freeze::freeze(t.pid).expect("freeze");
+        let th = f
+            .threads
+            .iter()
+            .find(|x| x.tid as i64 == tid)
+            .expect("spinner thread");
+        let (frames, complete) = u.unwind(&th.regs, &proc.maps);
+        let regs = th.regs;
+        drop(f);
+        assert!(complete, "unwind incomplete: {frames:x?}");
+        assert!(
+            frames.iter().any(|&pc| pc > spinner.0 && pc <= spinner.1),
+            "spinner_main not on the unwound stack {frames:x?}"
+        );
+        if regs.rip >= vdso.0 && regs.rip < vdso.1 {
+            in_vdso += 1;
+        }
+    }
+    assert!(in_vdso > 0, "the spinner was never stopped inside the vDSO");
+    // And the check does not mistake it for busy.
+    loader::apply(t.pid, &patch, &opts(10)).expect("apply");
+    assert_eq!(t.call(5), 22);
+}
+
+#[test]
+fn threads_blocked_in_syscalls_resume_correctly() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let patch = read_patch(&b.patch("compute_v2.c", &Spec::new("v2", &bin, &["compute"])));
+    let mut t = Running::start(&bin, &["--blockers"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let sleeps0 = t.status("sleeps");
+    for _ in 0..20 {
+        loader::apply(t.pid, &patch, &opts(10)).expect("apply");
+        loader::revert(t.pid, "v2", &opts(10)).expect("revert");
+    }
+    // read (main thread, also the injection thread), futex, epoll_wait, nanosleep.
+    assert_eq!(t.call(5), 11);
+    assert_eq!(t.cmd("wake"), "ok");
+    assert_eq!(t.cmd("poke"), "ok");
+    assert!(wait_until(5, || t.status("futex") == 1 && t.status("epoll") == 1));
+    assert!(wait_until(5, || t.status("sleeps") > sleeps0 + 2));
+    assert_eq!(
+        t.status("errors"),
+        0,
+        "a blocked syscall saw EINTR or returned early"
+    );
+}
+
+#[test]
+fn real_time_signals_are_delivered_not_lost() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let patch = read_patch(&b.patch("compute_v2.c", &Spec::new("v2", &bin, &["compute"])));
+    let mut t = Running::start(&bin, &["--idle", "4"]);
+    let pid = t.pid;
+    let rtmin = libc::SIGRTMIN();
+    // A blocked (pending) signal with a value, sent before the patch.
+    loader_test_sigqueue(pid, rtmin + 1, 42);
+    let sender = std::thread::spawn(move || {
+        for i in 0..1000 {
+            loader_test_sigqueue(pid, rtmin, i);
+            if i % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    for _ in 0..10 {
+        loader::apply(pid, &patch, &opts(10)).expect("apply");
+        loader::revert(pid, "v2", &opts(10)).expect("revert");
+    }
+    loader::apply(pid, &patch, &opts(10)).expect("apply");
+    sender.join().expect("sender");
+    let expect_sum: i64 = (0..1000).sum();
+    assert!(
+        wait_until(5, || {
+            let s = t.cmd("sigs");
+            field(&s, "rt") == 1000 && field(&s, "sum") == expect_sum
+        }),
+        "{}",
+        t.cmd("sigs")
+    );
+    assert_eq!(
+        field(&t.cmd("sigs"), "rt2"),
+        0,
+        "blocked signal delivered early"
+    );
+    assert_eq!(t.cmd("unblock"), "ok");
+    let s = t.cmd("sigs");
+    assert_eq!((field(&s, "rt2"), field(&s, "sum2")), (1, 42), "{s}");
+    assert_eq!(t.call(5), 22);
+}
+
+fn loader_test_sigqueue(pid: i32, sig: i32, value: i32) {
+    // sigqueue(3) through the libc crate; retried while the queue is full.
+    let v = libc::sigval {
+        sival_ptr: value as usize as *mut libc::c_void,
+    };
+    loop {
+        // SAFETY: plain system call with a valid pid, signal and value.
+        let r = unsafe { libc::sigqueue(pid, sig, v) };
+        if r == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+#[test]
+fn stacking_and_out_of_order_revert() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let p2 = read_patch(&b.patch("compute_v2.c", &Spec::new("v2", &bin, &["compute"])));
+    let p3 = read_patch(&b.patch("compute_v3.c", &Spec::new("v3", &bin, &["compute"])));
+    let mut t = Running::start(&bin, &["--hammer", "8"]);
+    loader::apply(t.pid, &p2, &opts(10)).expect("apply v2");
+    loader::apply(t.pid, &p3, &opts(10)).expect("apply v3 on top");
+    assert_eq!(t.call(5), 28);
+    let l = loader::list(t.pid).expect("list");
+    assert_eq!(
+        l.iter()
+            .map(|e| (e.record.id.as_str(), e.state.clone()))
+            .collect::<Vec<_>>(),
+        vec![("v2", State::Stacked), ("v3", State::Active)]
+    );
+    let e = loader::revert(t.pid, "v2", &opts(10)).expect_err("out of order");
+    assert!(e.to_string().contains("v3 first"), "{e}");
+    assert_eq!(t.call(5), 28);
+    // Applying the same id twice is refused.
+    assert!(loader::apply(t.pid, &p3, &opts(10)).is_err());
+    loader::revert(t.pid, "v3", &opts(10)).expect("revert v3");
+    assert_eq!(t.call(5), 22);
+    loader::revert(t.pid, "v2", &opts(10)).expect("revert v2");
+    assert_eq!(t.call(5), 11);
+    assert_eq!(t.status("bad"), 0);
+}
+
+#[test]
+fn wrong_build_id_is_a_mismatch() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let mut spec = Spec::new("wrong", &bin, &["compute"]);
+    spec.build_id = Some("ab".repeat(20));
+    let patch = read_patch(&b.patch("compute_v2.c", &spec));
+    let mut t = Running::start(&bin, &[]);
+    let e = loader::apply(t.pid, &patch, &opts(10)).expect_err("mismatch");
+    assert_eq!(e.status(), Status::Mismatch, "{e}");
+    assert!(e.to_string().contains(&"ab".repeat(20)), "{e}");
+    assert_eq!(t.call(5), 11);
+}
+
+#[test]
+fn wrong_expected_bytes_is_a_mismatch() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let mut spec = Spec::new("bytes", &bin, &["compute"]);
+    spec.expected = Some("9090909090909090909090".into());
+    let patch = read_patch(&b.patch("compute_v2.c", &spec));
+    let mut t = Running::start(&bin, &[]);
+    let e = loader::apply(t.pid, &patch, &opts(10)).expect_err("mismatch");
+    assert_eq!(e.status(), Status::Mismatch, "{e}");
+    assert!(e.to_string().contains("compute"), "{e}");
+    assert_eq!(t.call(5), 11);
+    assert!(loader::list(t.pid).expect("list").is_empty());
+}
+
+#[test]
+fn stripped_binary_uses_debuginfo_found_by_build_id() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let spec = Spec::new("static", &bin, &["compute"])
+        .local_ref("scale", Kind::Func)
+        .local_ref("factor", Kind::Object);
+    let patch = read_patch(&b.patch("compute_static.c", &spec));
+    // Split the debuginfo off and strip the binary.
+    let meta = patch.meta.clone();
+    let id = meta.targets[0].build_id.clone();
+    let dbg_root = b.path("debug");
+    let dbg_dir = dbg_root.join(".build-id").join(&id[..2]);
+    std::fs::create_dir_all(&dbg_dir).expect("mkdir");
+    let dbg = dbg_dir.join(format!("{}.debug", &id[2..]));
+    let ok = std::process::Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(&bin)
+        .arg(&dbg)
+        .status()
+        .expect("objcopy");
+    assert!(ok.success());
+    let stripped = b.path("target-stripped");
+    let ok = std::process::Command::new("strip")
+        .args(["--strip-all", "-o"])
+        .arg(&stripped)
+        .arg(&bin)
+        .status()
+        .expect("strip");
+    assert!(ok.success());
+    let mut t = Running::start(&stripped, &[]);
+    // Without the debug dir: the local symbols cannot be found.
+    let no_dbg = Options {
+        debug_dir: b.path("nowhere"),
+        ..opts(10)
+    };
+    let e = loader::apply(t.pid, &patch, &no_dbg).expect_err("no symbols");
+    assert!(e.to_string().contains("debuginfo"), "{e}");
+    assert_eq!(t.call(5), 11);
+    let with_dbg = Options {
+        debug_dir: dbg_root,
+        ..opts(10)
+    };
+    loader::apply(t.pid, &patch, &with_dbg).expect("apply with debuginfo");
+    assert_eq!(t.call(5), 5025);
+}

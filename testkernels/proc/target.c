@@ -1,0 +1,250 @@
+/* target.c: the process-loader test target (also the demo and benchmark).
+ *
+ * A line-oriented server on stdin/stdout: each command line gets exactly one
+ * reply line. Options start worker threads that exercise what the loader must
+ * survive: hammer threads calling compute() and checking every result is
+ * wholly the old or the new version, a thread stuck in stuck(), a thread in
+ * sleepy() for a while, a clock_gettime (vDSO) spinner measuring the largest
+ * gap between calls, threads blocked in futex/nanosleep/epoll_wait, and
+ * real-time signal handlers counting every signal and its value.
+ *
+ *   target [--hammer N] [--idle N] [--stuck] [--sleepy] [--spinner]
+ *          [--blockers] [--signals] [--lib]
+ * Commands: call X | lib X | tls N | scale X | status | gap | resetgap |
+ *           sigs | unblock | wake | poke | tids | quit
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NOPATCH_INLINE __attribute__((noipa))
+
+int lib_compute(int x) __attribute__((weak)); /* libcalc.so, when linked */
+
+static volatile int g_one = 1;
+static volatile int factor = 5;      /* static data the patches read */
+__thread int tls_val;                /* TLS variable the patches read */
+static atomic_long calls, bad, errors;
+static atomic_long futex_wakes, epoll_events, sleeps;
+static atomic_long rt_count, rt_sum, rt2_count, rt2_sum;
+static atomic_int sleepy_done;
+static atomic_long stuck_spins;
+static atomic_long max_gap_ns;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int woken;
+static int efd = -1;
+static atomic_int spinner_tid, stuck_tid;
+
+/* The function the patches replace: old x*2+1, new x*3+7. */
+NOPATCH_INLINE int compute(int x) { return x * 2 + g_one; }
+
+/* A static function the patches call. */
+static NOPATCH_INLINE int scale(int x) { return x * factor; }
+
+/* Never returns: patching it must fail with "busy". */
+NOPATCH_INLINE void stuck(void) {
+    for (;;) {
+        atomic_fetch_add(&stuck_spins, 1);
+        __asm__ volatile("pause");
+    }
+}
+
+/* On a stack for about a second, then never again. */
+NOPATCH_INLINE int sleepy(void) {
+    usleep(1000000);
+    atomic_store(&sleepy_done, 1);
+    return 1;
+}
+
+static void *hammer_main(void *arg) {
+    long seed = (long)arg;
+    for (unsigned i = 0;; i++) {
+        int x = (int)((seed * 7919 + i) & 0xffff);
+        int r = compute(x);
+        if (r != x * 2 + 1 && r != x * 3 + 7 && r != x * 5 + 3) {
+            atomic_fetch_add(&bad, 1);
+            fprintf(stderr, "BAD compute(%d) = %d\n", x, r);
+            abort();
+        }
+        atomic_fetch_add(&calls, 1);
+        if ((i & 1023) == 0) sched_yield();
+    }
+    return NULL;
+}
+
+static void *idle_main(void *arg) {
+    (void)arg;
+    for (;;) pause();
+    return NULL;
+}
+
+static void *stuck_main(void *arg) {
+    (void)arg;
+    atomic_store(&stuck_tid, gettid());
+    stuck();
+    return NULL;
+}
+
+static void *sleepy_main(void *arg) {
+    (void)arg;
+    sleepy();
+    for (;;) pause();
+    return NULL;
+}
+
+static long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+static void *spinner_main(void *arg) {
+    (void)arg;
+    atomic_store(&spinner_tid, gettid());
+    long prev = now_ns();
+    for (;;) {
+        long t = now_ns();
+        long gap = t - prev;
+        if (gap > atomic_load(&max_gap_ns)) atomic_store(&max_gap_ns, gap);
+        prev = t;
+    }
+    return NULL;
+}
+
+static void *futex_main(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&mu);
+    for (;;) {
+        while (!woken) pthread_cond_wait(&cv, &mu);
+        woken = 0;
+        atomic_fetch_add(&futex_wakes, 1);
+    }
+    return NULL;
+}
+
+static void *sleep_main(void *arg) {
+    (void)arg;
+    for (;;) {
+        long t0 = now_ns();
+        struct timespec req = {0, 20 * 1000 * 1000}, rem;
+        while (nanosleep(&req, &rem) == -1) {
+            if (errno != EINTR) { atomic_fetch_add(&errors, 1); break; }
+            atomic_fetch_add(&errors, 1); /* no signal is sent: EINTR is a bug */
+            req = rem;
+        }
+        if (now_ns() - t0 < 20 * 1000 * 1000 - 1000) atomic_fetch_add(&errors, 1);
+        atomic_fetch_add(&sleeps, 1);
+    }
+    return NULL;
+}
+
+static void *epoll_main(void *arg) {
+    (void)arg;
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = efd};
+    epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev);
+    for (;;) {
+        struct epoll_event out;
+        int n = epoll_wait(ep, &out, 1, -1);
+        if (n < 0) { atomic_fetch_add(&errors, 1); continue; }
+        uint64_t v;
+        if (read(efd, &v, 8) == 8) atomic_fetch_add(&epoll_events, (long)v);
+    }
+    return NULL;
+}
+
+static void on_rt(int sig, siginfo_t *si, void *uc) {
+    (void)uc;
+    if (sig == SIGRTMIN) {
+        atomic_fetch_add(&rt_count, 1);
+        atomic_fetch_add(&rt_sum, si->si_value.sival_int);
+    } else {
+        atomic_fetch_add(&rt2_count, 1);
+        atomic_fetch_add(&rt2_sum, si->si_value.sival_int);
+    }
+}
+
+static void start(void *(*fn)(void *), void *arg) {
+    pthread_t t;
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setstacksize(&a, 64 * 1024);
+    if (pthread_create(&t, &a, fn, arg) != 0) { perror("pthread_create"); exit(1); }
+}
+
+int main(int argc, char **argv) {
+    int hammer = 0, idle = 0, use_lib = 0;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    /* SIGRTMIN+1 stays blocked (pending) until "unblock"; every thread inherits the mask. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGRTMIN + 1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_rt;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigaction(SIGRTMIN, &sa, NULL);
+    sigaction(SIGRTMIN + 1, &sa, NULL);
+    efd = eventfd(0, 0);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--hammer") && i + 1 < argc) hammer = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--idle") && i + 1 < argc) idle = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--stuck")) start(stuck_main, NULL);
+        else if (!strcmp(argv[i], "--sleepy")) start(sleepy_main, NULL);
+        else if (!strcmp(argv[i], "--spinner")) start(spinner_main, NULL);
+        else if (!strcmp(argv[i], "--blockers")) {
+            start(futex_main, NULL);
+            start(sleep_main, NULL);
+            start(epoll_main, NULL);
+        } else if (!strcmp(argv[i], "--lib")) use_lib = 1;
+    }
+    for (long i = 0; i < hammer; i++) start(hammer_main, (void *)i);
+    for (long i = 0; i < idle; i++) start(idle_main, NULL);
+    printf("ready %d\n", getpid());
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        int x = 0;
+        if (sscanf(line, "call %d", &x) == 1) printf("%d\n", compute(x));
+        else if (sscanf(line, "lib %d", &x) == 1) printf("%d\n", use_lib && lib_compute ? lib_compute(x) : -1);
+        else if (sscanf(line, "tls %d", &x) == 1) { tls_val = x; printf("ok\n"); }
+        else if (sscanf(line, "scale %d", &x) == 1) printf("%d\n", scale(x));
+        else if (!strncmp(line, "status", 6))
+            printf("calls=%ld bad=%ld errors=%ld futex=%ld epoll=%ld sleeps=%ld sleepy_done=%d stuck_spins=%ld\n",
+                   atomic_load(&calls), atomic_load(&bad), atomic_load(&errors),
+                   atomic_load(&futex_wakes), atomic_load(&epoll_events), atomic_load(&sleeps),
+                   atomic_load(&sleepy_done), atomic_load(&stuck_spins));
+        else if (!strncmp(line, "gap", 3)) printf("%ld\n", atomic_load(&max_gap_ns));
+        else if (!strncmp(line, "resetgap", 8)) { atomic_store(&max_gap_ns, 0); printf("ok\n"); }
+        else if (!strncmp(line, "sigs", 4))
+            printf("rt=%ld sum=%ld rt2=%ld sum2=%ld\n", atomic_load(&rt_count), atomic_load(&rt_sum),
+                   atomic_load(&rt2_count), atomic_load(&rt2_sum));
+        else if (!strncmp(line, "unblock", 7)) {
+            pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+            printf("ok\n");
+        } else if (!strncmp(line, "wake", 4)) {
+            pthread_mutex_lock(&mu);
+            woken = 1;
+            pthread_cond_signal(&cv);
+            pthread_mutex_unlock(&mu);
+            printf("ok\n");
+        } else if (!strncmp(line, "poke", 4)) {
+            uint64_t one = 1;
+            printf("%s\n", write(efd, &one, 8) == 8 ? "ok" : "err");
+        } else if (!strncmp(line, "tids", 4))
+            printf("spinner=%d stuck=%d\n", atomic_load(&spinner_tid), atomic_load(&stuck_tid));
+        else if (!strncmp(line, "quit", 4)) { printf("bye\n"); return 0; }
+        else printf("?\n");
+    }
+    return 0;
+}
