@@ -23,10 +23,8 @@ struct Cli {
 enum Command {
     /// Dump an object or patch: sections, symbols, relocations, metadata.
     Inspect(cmd::inspect::Args),
-    /// Diff two objects into a patch object (changed and new functions).
-    Diff(cmd::diff::Args),
-    /// Explain a diff: why each function changed, with a disassembly diff.
-    Explain(cmd::explain::Args),
+    /// Move VMs to other QEMUs by live migration over QMP; report downtime.
+    Drain(cmd::drain::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,8 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let g = cli.global;
     match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a, g),
-        Command::Diff(a) => cmd::diff::run(a, g),
-        Command::Explain(a) => cmd::explain::run(a, g),
+        Command::Drain(a) => cmd::drain::run(a, g),
     }
 }
 
@@ -70,6 +67,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 fn status_of(e: &anyhow::Error) -> patchgen::Status {
     for cause in e.chain() {
         if let Some(err) = cause.downcast_ref::<patchgen::Error>() {
+            return err.status();
+        }
+        if let Some(err) = cause.downcast_ref::<hvpatch::Error>() {
             return err.status();
         }
         if let Some(s) = cause.downcast_ref::<cmd::UsageError>() {

@@ -2,8 +2,7 @@
 //! `Args`), builds a plan through the library crates and prints the result as
 //! human text or as one JSON document (`--json`).
 
-pub mod diff;
-pub mod explain;
+pub mod drain;
 pub mod inspect;
 
 /// Options shared by every subcommand.
