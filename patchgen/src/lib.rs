@@ -13,6 +13,7 @@
 //! file and symbol concerned and carries a [`Status`] that the CLI turns into
 //! its exit status.
 
+pub mod build;
 pub mod compare;
 pub mod correlate;
 pub mod diff;
