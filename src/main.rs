@@ -5,6 +5,7 @@
 //! 4 target mismatch (nothing changed); 5 no functional change.
 
 mod cmd;
+mod sys;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -28,6 +29,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    sys::default_sigpipe();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HOTFIX_LOG")

@@ -551,7 +551,8 @@ pub fn build(plan: &BuildPlan, events: &mut dyn FnMut(Event<'_>)) -> Result<Buil
     fs::rename(&tree, &pristine).map_err(io(&tree))?;
     let fixed = (|| {
         copy_tree(&pristine, &tree, "copy original build")?;
-        apply_diff(&tree, &plan.diff)?;
+        let diff = fs::canonicalize(&plan.diff).map_err(io(&plan.diff))?;
+        apply_diff(&tree, &diff)?;
         let started = Instant::now();
         let lines = run_build(plan, &work, &tree, "patched build", events)?;
         let secs = started.elapsed().as_secs_f64();
