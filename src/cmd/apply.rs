@@ -1,0 +1,124 @@
+//! `hotfix apply PATCH --pid PID | --all [--timeout 10s] [--debug-dir DIR]`:
+//! apply a userspace patch to a running process, or to every process that
+//! maps the object the patch targets.
+//!
+//! Thin wrapper over [`loader::apply`] / [`loader::apply_all`]. Exit status 0
+//! when applied; 3 when a function stayed busy until the timeout; 4 on a
+//! build-id or expected-bytes mismatch (nothing changed); 1 otherwise. With
+//! `--all`, the worst status of all processes; each one is reported.
+
+use super::UsageError;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Arguments of `hotfix apply`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The patch file (ELF relocatable with `.hotfix.meta`).
+    pub patch: PathBuf,
+    /// The process to patch.
+    #[arg(long, conflicts_with = "all")]
+    pub pid: Option<i32>,
+    /// Patch every process mapping an object with the patch's build-id.
+    #[arg(long)]
+    pub all: bool,
+    /// How long to retry while a function to replace is on a stack.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Root of separate debuginfo (`DIR/.build-id/xx/rest.debug`).
+    #[arg(long, env = "HOTFIX_DEBUG_DIR", default_value = "/usr/lib/debug")]
+    pub debug_dir: PathBuf,
+}
+
+#[derive(Serialize)]
+struct AllItem {
+    pid: i32,
+    comm: String,
+    status: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<loader::Report>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Human text of one report.
+pub fn describe(verb: &str, r: &loader::Report) -> String {
+    let mut s = format!(
+        "{verb} patch {} in process {}: {} function(s), {} thread(s) paused for {:.3} ms ({} attempt(s))\n",
+        r.id,
+        r.pid,
+        r.funcs.len(),
+        r.threads,
+        r.pause_us as f64 / 1000.0,
+        r.attempts
+    );
+    for f in &r.funcs {
+        s.push_str(&format!(
+            "  {} {:#x} -> {:#x}\n",
+            f.name, f.old_addr, f.new_addr
+        ));
+    }
+    s
+}
+
+/// Runs `hotfix apply`.
+pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
+    let opts = loader::Options {
+        timeout: args.timeout,
+        debug_dir: args.debug_dir.clone(),
+    };
+    let patch = loader::Patch::read(&args.patch)?;
+    match (args.pid, args.all) {
+        (Some(pid), false) => {
+            let r = loader::apply(pid, &patch, &opts)?;
+            if global.json {
+                super::print_json(&r)?;
+            } else {
+                print!("{}", describe("applied", &r));
+            }
+            Ok(0)
+        }
+        (None, true) => {
+            let outcomes = loader::apply_all(&patch, &opts)?;
+            let mut worst = 0u8;
+            let mut items = Vec::new();
+            for o in outcomes {
+                let (status, report, error) = match o.result {
+                    Ok(r) => (0, Some(r), None),
+                    Err(e) => (e.status() as u8, None, Some(e.to_string())),
+                };
+                worst = worst.max(status);
+                items.push(AllItem {
+                    pid: o.pid,
+                    comm: o.comm,
+                    status,
+                    report,
+                    error,
+                });
+            }
+            if items.is_empty() {
+                worst = patchgen::Status::Mismatch as u8;
+            }
+            if global.json {
+                super::print_json(&items)?;
+            } else {
+                if items.is_empty() {
+                    println!(
+                        "no process maps an object with build-id {}",
+                        patch.meta.targets[0].build_id
+                    );
+                }
+                for i in &items {
+                    match (&i.report, &i.error) {
+                        (Some(r), _) => print!("{} ({}): {}", i.pid, i.comm, describe("applied", r)),
+                        (_, Some(e)) => println!("{} ({}): failed (status {}): {e}", i.pid, i.comm, i.status),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(worst)
+        }
+        _ => Err(UsageError("give exactly one of --pid PID or --all".into()).into()),
+    }
+}

@@ -1,0 +1,62 @@
+//! `hotfix list --pid PID`: the patches loaded in a running process, read
+//! from the registry inside the process, with their state checked against
+//! the live code (active, stacked, inactive leftover, partial).
+
+/// Arguments of `hotfix list`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The process.
+    #[arg(long)]
+    pub pid: i32,
+}
+
+/// Runs `hotfix list`.
+pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
+    let entries = loader::list(args.pid)?;
+    if global.json {
+        super::print_json(&entries)?;
+        return Ok(0);
+    }
+    if entries.is_empty() {
+        println!("process {}: no patches", args.pid);
+    }
+    for e in &entries {
+        let r = &e.record;
+        let state = serde_json::to_value(&e.state)?;
+        println!(
+            "{} [{}] applied at {} by pid {}, mapping {:#x}+{:#x}: {}",
+            r.id,
+            state.as_str().unwrap_or("?"),
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.applied_at)
+            ),
+            r.applied_by,
+            r.base,
+            r.size,
+            r.description
+        );
+        for (b, p) in &r.targets {
+            println!("  target {p} build-id {b}");
+        }
+        for f in &r.funcs {
+            println!(
+                "  function {} {:#x} -> {:#x}{}",
+                f.name,
+                f.old_addr,
+                f.new_addr,
+                if e.overridden.contains(&f.name) {
+                    " (overridden by a later patch)"
+                } else {
+                    ""
+                }
+            );
+        }
+        for (n, a, _) in &r.new_funcs {
+            println!("  new function {n} {a:#x}");
+        }
+        for (n, a, _) in &r.new_data {
+            println!("  new data {n} {a:#x}");
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,36 @@
+//! `hotfix revert PATCH_ID --pid PID [--timeout 10s]`: undo a patch applied
+//! to a running process (last-in-first-out per function).
+//!
+//! Thin wrapper over [`loader::revert`]. Exit status 0 when reverted; 3 when
+//! the patch's code stayed on a stack until the timeout; 1 otherwise (not
+//! applied, or a later patch is stacked on it).
+
+use std::time::Duration;
+
+/// Arguments of `hotfix revert`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The patch id (see `hotfix list --pid PID`).
+    pub id: String,
+    /// The process.
+    #[arg(long)]
+    pub pid: i32,
+    /// How long to retry while the patch's code is on a stack.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Runs `hotfix revert`.
+pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
+    let opts = loader::Options {
+        timeout: args.timeout,
+        ..loader::Options::default()
+    };
+    let r = loader::revert(args.pid, &args.id, &opts)?;
+    if global.json {
+        super::print_json(&r)?;
+    } else {
+        print!("{}", super::apply::describe("reverted", &r));
+    }
+    Ok(0)
+}
