@@ -201,7 +201,7 @@ impl Writer<'_> {
         if let Some(&off) = self.string_at.get(&(bytes.clone(), align)) {
             return off;
         }
-        while (self.strings.len() as u64) % align != 0 {
+        while (self.strings.len() as u64).checked_rem(align) != Some(0) {
             self.strings.push(0);
         }
         let off = self.strings.len() as u64;

@@ -1,0 +1,4 @@
+/* Two independent fixes in one object, plus an untouched function. */
+__attribute__((noinline)) int div_safe(int a, int b) { return b ? a / b : 0; }
+__attribute__((noinline)) int mod_safe(int a, int b) { return b ? a % b : 0; }
+__attribute__((noinline)) int mul(int a, int b) { return a * b; }

@@ -1,0 +1,11 @@
+#include <stdio.h>
+
+__attribute__((noinline)) void hello(void)
+{
+    puts("hello, wrold");
+}
+
+__attribute__((noinline)) void bye(void)
+{
+    puts("bye");
+}

@@ -1,0 +1,2 @@
+__attribute__((noinline)) int ident(int x) { return x; }
+int use(int x) { return ident(x) * 2; }
