@@ -26,6 +26,18 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Move VMs to other QEMUs by live migration over QMP; report downtime.
     Drain(cmd::drain::Args),
+    /// Build a patch module from a source tree and a fix.
+    Build(cmd::build::BuildArgs),
+    /// Diff two objects into a patch object (changed and new functions).
+    Diff(cmd::diff::Args),
+    /// Explain a diff: why each function changed, with a disassembly diff.
+    Explain(cmd::explain::Args),
+    /// Apply a patch to a running process (`--pid PID`) or to all (`--all`).
+    Apply(cmd::apply::Args),
+    /// Revert a patch applied to a running process (last in, first out).
+    Revert(cmd::revert::Args),
+    /// List the patches applied to a running process.
+    List(cmd::list::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +49,18 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // `hotfix __cc ARGS...`: the compiler wrapper of `hotfix build`, run by
+    // the project's build system; its arguments are the compiler's.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "__cc") {
+        return match patchgen::build::wrapper_main(&args[2..]) {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => {
+                eprintln!("hotfix __cc: error: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -60,6 +84,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a, g),
         Command::Drain(a) => cmd::drain::run(a, g),
+        Command::Build(a) => cmd::build::run(a, g),
+        Command::Diff(a) => cmd::diff::run(a, g),
+        Command::Explain(a) => cmd::explain::run(a, g),
+        Command::Apply(a) => cmd::apply::run(a, g),
+        Command::Revert(a) => cmd::revert::run(a, g),
+        Command::List(a) => cmd::list::run(a, g),
     }
 }
 
@@ -72,6 +102,9 @@ fn status_of(e: &anyhow::Error) -> patchgen::Status {
             return err.status();
         }
         if let Some(err) = cause.downcast_ref::<hvpatch::Error>() {
+            return err.status();
+        }
+        if let Some(err) = cause.downcast_ref::<loader::Error>() {
             return err.status();
         }
         if let Some(s) = cause.downcast_ref::<cmd::UsageError>() {

@@ -2,8 +2,14 @@
 //! `Args`), builds a plan through the library crates and prints the result as
 //! human text or as one JSON document (`--json`).
 
+pub mod apply;
+pub mod build;
+pub mod diff;
 pub mod drain;
+pub mod explain;
 pub mod inspect;
+pub mod list;
+pub mod revert;
 
 /// Options shared by every subcommand.
 #[derive(Debug, Clone, Copy, clap::Args)]
