@@ -175,7 +175,8 @@ impl<'a> Comparer<'a> {
         if o_len != p_len {
             return RangeDiff::Reloc(format!("size {o_len:#x} -> {p_len:#x}"));
         }
-        let in_range = |r: &&Reloc, start: u64| r.offset >= start && r.offset < start + o_len;
+        let in_range =
+            |r: &&Reloc, start: u64| r.offset >= start && r.offset < start.saturating_add(o_len);
         let orel: Vec<Reloc> = osec
             .relocs
             .iter()

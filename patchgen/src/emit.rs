@@ -48,16 +48,16 @@ fn eerr(file: &str, reason: impl std::fmt::Display) -> Error {
 
 fn section_kind(flags: u64, sh_type: u32) -> SectionKind {
     let nobits = sh_type == sht::NOBITS;
-    if flags & shf::EXECINSTR != 0 {
-        SectionKind::Text
-    } else if flags & shf::TLS != 0 {
-        if nobits {
+    if nobits {
+        if flags & shf::TLS != 0 {
             SectionKind::UninitializedTls
         } else {
-            SectionKind::Tls
+            SectionKind::UninitializedData
         }
-    } else if nobits {
-        SectionKind::UninitializedData
+    } else if flags & shf::EXECINSTR != 0 {
+        SectionKind::Text
+    } else if flags & shf::TLS != 0 {
+        SectionKind::Tls
     } else if flags & shf::WRITE != 0 {
         SectionKind::Data
     } else {
@@ -222,7 +222,7 @@ impl Writer<'_> {
         let relocs: Vec<_> = section
             .relocs
             .iter()
-            .filter(|r| r.offset >= base && r.offset < base + len)
+            .filter(|r| r.offset >= base && r.offset < base.saturating_add(len))
             .copied()
             .collect();
         for r in relocs {
@@ -252,7 +252,10 @@ impl Writer<'_> {
                             s
                         }
                     };
-                    (self.obj.section_symbol(sid), off as i64 + rel)
+                    (
+                        self.obj.section_symbol(sid),
+                        (off as i64).saturating_add(rel),
+                    )
                 }
                 Target::Anon { section, offset } => match self.anon.get(&section) {
                     Some(&id) => (self.obj.section_symbol(id), offset),
@@ -378,7 +381,11 @@ pub fn emit(
             sec.name.clone().into_bytes(),
             section_kind(sec.flags, sec.sh_type),
         );
-        w.obj.set_section_data(id, sec.data.clone(), sec.align);
+        if sec.sh_type == sht::NOBITS {
+            w.obj.append_section_bss(id, sec.size, sec.align);
+        } else {
+            w.obj.set_section_data(id, sec.data.clone(), sec.align);
+        }
         w.anon.insert(a, id);
         copies.push((a, 0, sec.size, id));
     }

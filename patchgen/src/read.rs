@@ -347,12 +347,22 @@ impl ObjectFile {
                     })?
                     .to_vec()
             };
+            let align = sh.sh_addralign(endian).max(1);
+            if !align.is_power_of_two() {
+                return Err(perr(
+                    name,
+                    format!(
+                        "section {}: alignment {align} is not a power of two",
+                        String::from_utf8_lossy(sname)
+                    ),
+                ));
+            }
             sections.push(Section {
                 index: i,
                 name: String::from_utf8_lossy(sname).into_owned(),
                 sh_type,
                 flags: sh.sh_flags(endian).0,
-                align: sh.sh_addralign(endian).max(1),
+                align,
                 entsize: sh.sh_entsize(endian),
                 size,
                 data,
@@ -590,7 +600,7 @@ impl ObjectFile {
                 section: secidx,
                 start: start as u64,
                 end: end as u64,
-                rel: off - start as i64,
+                rel: off.saturating_sub(start as i64),
             };
         }
         let ents = self
@@ -610,7 +620,7 @@ impl ObjectFile {
         match hit.and_then(|i| self.symbols.get(i)) {
             Some(e) => Target::Entity {
                 sym: e.index,
-                offset: off - i64::try_from(e.value).unwrap_or(0),
+                offset: off.saturating_sub(i64::try_from(e.value).unwrap_or(0)),
             },
             None => Target::Anon {
                 section: secidx,
