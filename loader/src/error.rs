@@ -46,7 +46,7 @@ pub enum Error {
         reason: String,
     },
     /// A ptrace or wait operation failed on a thread.
-    #[error("process {pid}, thread {tid}: {op} failed: {source}")]
+    #[error("process {pid}, thread {tid}: {op} failed: {err}")]
     Ptrace {
         /// The process.
         pid: i32,
@@ -55,10 +55,10 @@ pub enum Error {
         /// The operation.
         op: &'static str,
         /// The error.
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// Reading or writing the target's memory failed.
-    #[error("process {pid}: cannot {op} {len} bytes at {addr:#x}: {source}")]
+    #[error("process {pid}: cannot {op} {len} bytes at {addr:#x}: {err}")]
     Memory {
         /// The process.
         pid: i32,
@@ -69,7 +69,7 @@ pub enum Error {
         /// Length.
         len: usize,
         /// The error.
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// No object mapped by the process has the build-id the patch targets.
     #[error(

@@ -58,11 +58,11 @@ fn list_tasks(pid: i32) -> Result<Vec<i32>> {
 /// passing on any signal it reports meanwhile. `Ok(false)`: the thread is gone.
 pub fn wait_stopped(pid: i32, tid: i32) -> Result<bool> {
     loop {
-        match sys::wait(tid).map_err(|source| Error::Ptrace {
+        match sys::wait(tid).map_err(|err| Error::Ptrace {
             pid,
             tid,
             op: "waitpid",
-            source,
+            err,
         })? {
             Wait::Gone => return Ok(false),
             Wait::Stopped { event, .. } if event == sys::EVENT_STOP => return Ok(true),
@@ -89,12 +89,7 @@ pub fn wait_stopped(pid: i32, tid: i32) -> Result<bool> {
 /// Seizes and stops one thread (for syscall injection outside a freeze).
 pub fn stop_one(pid: i32, tid: i32) -> Result<Frozen> {
     let started = Instant::now();
-    let op_err = |op, source| Error::Ptrace {
-        pid,
-        tid,
-        op,
-        source,
-    };
+    let op_err = |op, err| Error::Ptrace { pid, tid, op, err };
     sys::seize(tid).map_err(|e| op_err("PTRACE_SEIZE", e))?;
     let mut f = Frozen {
         pid,
@@ -144,12 +139,12 @@ pub fn freeze(pid: i32) -> Result<Frozen> {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH) | Some(libc::EPERM)) => {
                     continue;
                 }
-                Err(source) => {
+                Err(err) => {
                     return Err(Error::Ptrace {
                         pid,
                         tid,
                         op: "PTRACE_SEIZE",
-                        source,
+                        err,
                     });
                 }
             }
@@ -177,11 +172,11 @@ pub fn freeze(pid: i32) -> Result<Frozen> {
         });
     }
     for t in &mut f.threads {
-        t.regs = sys::get_regs(t.tid).map_err(|source| Error::Ptrace {
+        t.regs = sys::get_regs(t.tid).map_err(|err| Error::Ptrace {
             pid,
             tid: t.tid,
             op: "PTRACE_GETREGS",
-            source,
+            err,
         })?;
         t.restore = no_eintr(pid, t.tid, &t.regs);
     }

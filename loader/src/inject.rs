@@ -56,12 +56,7 @@ pub fn syscall(
     args: [u64; 6],
 ) -> Result<i64> {
     let tid = t.tid;
-    let perr = |op, source| Error::Ptrace {
-        pid,
-        tid,
-        op,
-        source,
-    };
+    let perr = |op, err| Error::Ptrace { pid, tid, op, err };
     let fail = |reason: String| Error::Inject {
         pid,
         tid,

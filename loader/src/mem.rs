@@ -26,14 +26,14 @@ pub fn read(pid: i32, addr: u64, buf: &mut [u8]) -> Result<()> {
             op: "read",
             addr,
             len,
-            source: std::io::Error::other(format!("short read ({n} bytes)")),
+            err: std::io::Error::other(format!("short read ({n} bytes)")),
         }),
         Err(e) => Err(Error::Memory {
             pid,
             op: "read",
             addr,
             len,
-            source: std::io::Error::from(e),
+            err: std::io::Error::from(e),
         }),
     }
 }
@@ -75,12 +75,12 @@ impl Writer {
 
     /// Writes `data` at `addr` in one `pwrite`.
     pub fn write(&self, addr: u64, data: &[u8]) -> Result<()> {
-        let err = |source| Error::Memory {
+        let err = |err| Error::Memory {
             pid: self.pid,
             op: "write",
             addr,
             len: data.len(),
-            source,
+            err,
         };
         match self.file.write_at(data, addr) {
             Ok(n) if n == data.len() => Ok(()),
