@@ -261,12 +261,23 @@ impl<'a> Comparer<'a> {
                 if ps.is_func() {
                     let ob = self.orig.symbol_bytes(os);
                     let pb = self.patched.symbol_bytes(ps);
-                    let prel: Vec<u64> = self
+                    let callees: HashMap<u64, String> = self
                         .patched
                         .symbol_relocs(ps)
-                        .map(|r| r.offset - ps.value)
+                        .map(|r| {
+                            let name = match self.patched.resolve(r) {
+                                Target::Entity { sym, .. }
+                                | Target::Undefined { sym, .. }
+                                | Target::Absolute { sym, .. } => self
+                                    .patched
+                                    .sym(sym)
+                                    .map_or(String::new(), |s| s.name.clone()),
+                                _ => String::new(),
+                            };
+                            (r.offset - ps.value, name)
+                        })
                         .collect();
-                    if line_only(ob, pb, &prel) {
+                    if line_only(ob, pb, &callees) {
                         return Verdict::LineOnly;
                     }
                     Verdict::Changed(format!("instructions differ at +{first:#x}"))
@@ -284,13 +295,26 @@ enum RangeDiff {
     Bytes(Vec<usize>),
 }
 
+/// Whether `name` looks like a logging, tracing or assertion function (the
+/// functions a `__LINE__` is passed to).
+pub fn is_logging_callee(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "log", "trace", "print", "warn", "assert", "debug", "panic", "bug", "msg",
+    ]
+    .iter()
+    .any(|k| n.contains(k))
+}
+
 /// The `__LINE__` rule: `old` and `new` decode to the same instruction
 /// sequence, and every instruction that differs is `mov r32/r64, imm`
 /// into an argument register (rdi, rsi, rdx, rcx, r8, r9) with both
 /// immediates in `1..=999_999`, followed — before any other control
 /// transfer and before the register is written again — by a relocated
-/// `call` (`new_relocs`: offsets of relocated places in `new`).
-pub fn line_only(old: &[u8], new: &[u8], new_relocs: &[u64]) -> bool {
+/// `call` to a logging/assertion function ([`is_logging_callee`]), with at
+/// most one such differing immediate per call. `callees` maps the offsets
+/// of relocated places in `new` to their target symbol names.
+pub fn line_only(old: &[u8], new: &[u8], callees: &HashMap<u64, String>) -> bool {
     use iced_x86::{
         Code, Decoder, DecoderOptions, FlowControl, InstructionInfoFactory, Mnemonic, OpAccess,
         OpKind, Register,
@@ -326,6 +350,7 @@ pub fn line_only(old: &[u8], new: &[u8], new_relocs: &[u64]) -> bool {
     ];
     let mut info = InstructionInfoFactory::new();
     let mut any = false;
+    let mut calls_fed: HashSet<u64> = HashSet::new();
     for (k, (x, y)) in a.iter().zip(b.iter()).enumerate() {
         let (s, l) = (x.ip() as usize, x.len());
         if y.ip() != x.ip() || y.len() != l {
@@ -357,7 +382,10 @@ pub fn line_only(old: &[u8], new: &[u8], new_relocs: &[u64]) -> bool {
             match z.flow_control() {
                 FlowControl::Call => {
                     let (cs, ce) = (z.ip(), z.ip() + z.len() as u64);
-                    fed_call = new_relocs.iter().any(|&r| r >= cs && r < ce);
+                    fed_call = callees
+                        .iter()
+                        .any(|(&r, n)| r >= cs && r < ce && is_logging_callee(n))
+                        && calls_fed.insert(cs);
                     break;
                 }
                 FlowControl::Next => {}

@@ -12,7 +12,7 @@
 //! the output is deterministic for given inputs (snapshot-tested).
 
 use crate::compare::{self, describe};
-use crate::read::{ObjectFile, Symbol};
+use crate::read::{ObjectFile, Symbol, Target};
 use crate::{Error, correlate};
 use iced_x86::{
     Decoder, DecoderOptions, Formatter, FormatterOutput, FormatterTextKind, Instruction,
@@ -86,6 +86,38 @@ impl FormatterOutput for Text {
     }
 }
 
+fn shift(t: Target, by: i64) -> Target {
+    match t {
+        Target::Entity { sym, offset } => Target::Entity {
+            sym,
+            offset: offset.saturating_add(by),
+        },
+        Target::Undefined { sym, addend } => Target::Undefined {
+            sym,
+            addend: addend.saturating_add(by),
+        },
+        Target::Absolute { sym, addend } => Target::Absolute {
+            sym,
+            addend: addend.saturating_add(by),
+        },
+        Target::Str {
+            section,
+            start,
+            end,
+            rel,
+        } => Target::Str {
+            section,
+            start,
+            end,
+            rel: rel.saturating_add(by),
+        },
+        Target::Anon { section, offset } => Target::Anon {
+            section,
+            offset: offset.saturating_add(by),
+        },
+    }
+}
+
 /// Symbolized disassembly of function `sym` of `obj`, one line per
 /// instruction (`+off: text`).
 pub fn disassemble(obj: &ObjectFile, sym: &Symbol) -> Vec<String> {
@@ -98,7 +130,15 @@ pub fn disassemble(obj: &ObjectFile, sym: &Symbol) -> Vec<String> {
         for r in &rel {
             let off = r.offset - sym.value;
             if off >= i.ip() && off < i.next_ip() {
-                relocs.insert(i.ip(), describe(obj, obj.resolve(r)));
+                // Show the address the instruction uses: for PC-relative
+                // fields, the addend's bias to the next instruction is removed.
+                let t = obj.resolve(r);
+                let t = if r.is_pc_relative() {
+                    shift(t, (i.next_ip() - off) as i64)
+                } else {
+                    t
+                };
+                relocs.insert(i.ip(), describe(obj, t));
             }
         }
     }

@@ -454,3 +454,10 @@ fn target_and_id_are_stamped() {
     assert_eq!(r.meta.targets[0].build_id, "");
     assert_eq!(r.meta.targets[0].name, "orig.o");
 }
+
+#[test]
+fn changed_constant_argument_is_a_change() {
+    // Same shape as a __LINE__ change (mov esi, imm; call), but the callee
+    // is not a logging/assert function.
+    expect_sets("const_arg_fix", |_, _| only(&["setup_x2apic"]));
+}
