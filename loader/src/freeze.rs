@@ -178,7 +178,13 @@ pub fn freeze(pid: i32) -> Result<Frozen> {
             op: "PTRACE_GETREGS",
             err,
         })?;
-        t.restore = no_eintr(pid, t.tid, &t.regs);
+        // Restart an epoll_wait the stop failed with EINTR right now, so the
+        // program never sees the EINTR even if hotfix dies before resuming.
+        if let Some(r) = no_eintr(pid, t.tid, &t.regs)
+            && sys::set_regs(t.tid, &r).is_ok()
+        {
+            t.regs = r;
+        }
     }
     Ok(f)
 }

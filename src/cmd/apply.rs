@@ -20,6 +20,9 @@ pub struct Args {
     /// The process to patch.
     #[arg(long, conflicts_with = "all")]
     pub pid: Option<i32>,
+    /// Apply a livepatch module (`NAME.ko`) to the running kernel instead.
+    #[arg(long, conflicts_with_all = ["pid", "all"])]
+    pub kernel: bool,
     /// Patch every process mapping an object with the patch's build-id.
     #[arg(long)]
     pub all: bool,
@@ -64,10 +67,16 @@ pub fn describe(verb: &str, r: &loader::Report) -> String {
 
 /// Runs `hotfix apply`.
 pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
+    if args.kernel {
+        return super::kernel::apply(&args.patch, Some(args.timeout), global);
+    }
     let opts = loader::Options {
         timeout: args.timeout,
         debug_dir: args.debug_dir.clone(),
     };
+    if args.pid.is_some() == args.all {
+        return Err(UsageError("give exactly one of --pid PID or --all".into()).into());
+    }
     let patch = loader::Patch::read(&args.patch)?;
     match (args.pid, args.all) {
         (Some(pid), false) => {
@@ -111,8 +120,12 @@ pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
                 }
                 for i in &items {
                     match (&i.report, &i.error) {
-                        (Some(r), _) => print!("{} ({}): {}", i.pid, i.comm, describe("applied", r)),
-                        (_, Some(e)) => println!("{} ({}): failed (status {}): {e}", i.pid, i.comm, i.status),
+                        (Some(r), _) => {
+                            print!("{} ({}): {}", i.pid, i.comm, describe("applied", r))
+                        }
+                        (_, Some(e)) => {
+                            println!("{} ({}): failed (status {}): {e}", i.pid, i.comm, i.status)
+                        }
                         _ => {}
                     }
                 }

@@ -6,19 +6,25 @@
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The process.
+    #[arg(long, required_unless_present = "kernel", conflicts_with = "kernel")]
+    pub pid: Option<i32>,
+    /// List the livepatches of the running kernel instead.
     #[arg(long)]
-    pub pid: i32,
+    pub kernel: bool,
 }
 
 /// Runs `hotfix list`.
 pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
-    let entries = loader::list(args.pid)?;
+    let Some(pid) = args.pid else {
+        return super::kernel::list(global);
+    };
+    let entries = loader::list(pid)?;
     if global.json {
         super::print_json(&entries)?;
         return Ok(0);
     }
     if entries.is_empty() {
-        println!("process {}: no patches", args.pid);
+        println!("process {pid}: no patches");
     }
     for e in &entries {
         let r = &e.record;

@@ -13,8 +13,12 @@ pub struct Args {
     /// The patch id (see `hotfix list --pid PID`).
     pub id: String,
     /// The process.
+    #[arg(long, required_unless_present = "kernel", conflicts_with = "kernel")]
+    pub pid: Option<i32>,
+    /// Revert a livepatch of the running kernel instead (PATCH_ID: its
+    /// name or its `.ko` file).
     #[arg(long)]
-    pub pid: i32,
+    pub kernel: bool,
     /// How long to retry while the patch's code is on a stack.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -26,7 +30,10 @@ pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
         timeout: args.timeout,
         ..loader::Options::default()
     };
-    let r = loader::revert(args.pid, &args.id, &opts)?;
+    let Some(pid) = args.pid else {
+        return super::kernel::revert(&args.id, Some(args.timeout), global);
+    };
+    let r = loader::revert(pid, &args.id, &opts)?;
     if global.json {
         super::print_json(&r)?;
     } else {
