@@ -12,7 +12,8 @@
 //! version, then one JSON document ([`Meta`]). JSON keeps the file
 //! self-describing and diffable; the version guards incompatible changes.
 //!
-//! Invariants (checked by [`Meta::validate`], relied on by the loader):
+//! Invariants (checked by [`Meta::validate`], relied on by the loader;
+//! [`Meta::validate_self`] checks those that do not need the ELF part):
 //! - every [`Func::new_symbol`] names a defined `STT_FUNC` symbol of the ELF part;
 //! - every undefined ELF symbol has exactly one [`Ref`] with the same `symbol`;
 //! - every `target` index is in range of [`Meta::targets`];
@@ -234,6 +235,84 @@ impl Meta {
         let meta: Meta = serde_json::from_slice(json)?;
         meta.validate_self()?;
         Ok(meta)
+    }
+
+    /// Checks every invariant of the format against the ELF part `elf` of
+    /// the patch: those of [`Meta::validate_self`], plus: every
+    /// [`Func::new_symbol`] and every name of [`Meta::new_funcs`] is a
+    /// defined `STT_FUNC` symbol, every name of [`Meta::new_data`] a defined
+    /// symbol; every undefined ELF symbol has exactly one [`Ref`] and every
+    /// [`Ref::symbol`] is an undefined ELF symbol; `expected` covers 9 bytes
+    /// when it starts with `endbr64`.
+    pub fn validate(&self, elf: &[u8]) -> Result<(), FormatError> {
+        use object::{Object, ObjectSymbol, SymbolKind};
+        use std::collections::{HashMap, HashSet};
+        self.validate_self()?;
+        let bad = |m: String| Err(FormatError::Invalid(m));
+        let file = object::File::parse(elf).map_err(|e| FormatError::NotPatch(e.to_string()))?;
+        let mut funcs = HashSet::new();
+        let mut defined = HashSet::new();
+        let mut undefined = HashSet::new();
+        for sym in file.symbols() {
+            let Ok(name) = sym.name() else { continue };
+            if sym.is_undefined() {
+                if !name.is_empty() {
+                    undefined.insert(name);
+                }
+            } else if sym.is_definition() {
+                defined.insert(name);
+                if sym.kind() == SymbolKind::Text {
+                    funcs.insert(name);
+                }
+            }
+        }
+        for f in &self.funcs {
+            if !funcs.contains(f.new_symbol.as_str()) {
+                return bad(format!(
+                    "function {}: new symbol {} is not a defined function of the patch",
+                    f.name, f.new_symbol
+                ));
+            }
+            if f.expected.starts_with("f30f1efa") && f.expected.len() < 18 {
+                return bad(format!(
+                    "function {}: starts with endbr64 but expected covers {} bytes (need 9)",
+                    f.name,
+                    f.expected.len() / 2
+                ));
+            }
+        }
+        for n in &self.new_funcs {
+            if !funcs.contains(n.as_str()) {
+                return bad(format!("new function {n} is not defined in the patch"));
+            }
+        }
+        for n in &self.new_data {
+            if !defined.contains(n.as_str()) {
+                return bad(format!("new datum {n} is not defined in the patch"));
+            }
+        }
+        let mut refs: HashMap<&str, usize> = HashMap::new();
+        for r in &self.refs {
+            *refs.entry(r.symbol.as_str()).or_default() += 1;
+            if !undefined.contains(r.symbol.as_str()) {
+                return bad(format!(
+                    "reference {} is not an undefined symbol of the patch",
+                    r.symbol
+                ));
+            }
+        }
+        for u in &undefined {
+            match refs.get(u) {
+                Some(1) => {}
+                Some(n) => return bad(format!("undefined symbol {u} has {n} references")),
+                None => {
+                    return bad(format!(
+                        "undefined symbol {u} has no reference saying how to resolve it"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks the invariants that do not need the ELF part.

@@ -610,6 +610,9 @@ impl fmt::Display for Dump {
                 write_meta(&mut out, m);
             }
         }
-        f.write_str(&out)
+        for line in out.lines() {
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        Ok(())
     }
 }
