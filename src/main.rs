@@ -26,6 +26,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Move VMs to other QEMUs by live migration over QMP; report downtime.
     Drain(cmd::drain::Args),
+    /// Patch a whole host (kernel, every VMM) live; drain its VMs when unsafe.
+    Host(cmd::host::Args),
     /// Build a patch module from a source tree and a fix.
     Build(cmd::build::BuildArgs),
     /// Diff two objects into a patch object (changed and new functions).
@@ -84,6 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a, g),
         Command::Drain(a) => cmd::drain::run(a, g),
+        Command::Host(a) => cmd::host::run(a, g),
         Command::Build(a) => cmd::build::run(a, g),
         Command::Diff(a) => cmd::diff::run(a, g),
         Command::Explain(a) => cmd::explain::run(a, g),

@@ -22,8 +22,8 @@ fn drain_two_vms_in_parallel_reports_downtime() {
     let b = lab.vm("b", false, "");
     let a2 = lab.vm("a2", true, "");
     let b2 = lab.vm("b2", true, "");
-    a.wait_counter(50, Duration::from_secs(60));
-    b.wait_counter(50, Duration::from_secs(60));
+    a.wait_counter(50, common::BOOT);
+    b.wait_counter(50, common::BOOT);
     let out = hotfix()
         .args(["drain", "--json", "--parallel", "2", "--vm"])
         .arg(&a.qmp)
@@ -31,7 +31,7 @@ fn drain_two_vms_in_parallel_reports_downtime() {
         .arg("--to")
         .arg(&a2.qmp)
         .arg(&b2.qmp)
-        .timeout(Duration::from_secs(120))
+        .timeout(Duration::from_secs(600))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -67,7 +67,7 @@ fn drain_two_vms_in_parallel_reports_downtime() {
         );
         let before = std::fs::read(&src.console).unwrap();
         let last = *counters(&before).last().unwrap();
-        dst.wait_counter(last + 20, Duration::from_secs(30));
+        dst.wait_counter(last + 20, common::AFTER);
         let joined = [before, std::fs::read(&dst.console).unwrap()].concat();
         assert_consecutive(&counters(&joined), "source + destination console");
     }

@@ -101,15 +101,24 @@ pub enum Error {
         /// What failed.
         detail: String,
     },
-    /// The live-patch step (`hotfix apply`) could not be run at all.
-    #[error("patch {patch}: cannot run the live-patch step on {target}: {detail}")]
-    Apply {
+    /// A process patch targets no object mapped by any VMM process given.
+    #[error("patch {patch}: no VMM process of this host maps its target (build-id {build_ids})")]
+    NoTarget {
         /// The patch file.
         patch: PathBuf,
-        /// The target (`pid N` or `kernel`).
+        /// The build-ids it targets.
+        build_ids: String,
+    },
+    /// A live patch was refused (unsafe now, mismatch, or unpatchable) and the
+    /// plan could not fall back to a drain; nothing was changed by it.
+    #[error("patch {patch} on {target}: {source}")]
+    Live {
+        /// The patch file.
+        patch: PathBuf,
+        /// The target (`pid N (comm)` or `kernel`).
         target: String,
-        /// What failed.
-        detail: String,
+        /// The loader's refusal.
+        source: Box<loader::Error>,
     },
     /// The fallback's update command failed.
     #[error("update command `{command}` failed: {detail}")]
@@ -137,6 +146,8 @@ impl Error {
     pub fn status(&self) -> Status {
         match self {
             Error::Usage(_) => Status::Usage,
+            Error::NoTarget { .. } => Status::Mismatch,
+            Error::Live { source, .. } => source.status(),
             _ => Status::Error,
         }
     }

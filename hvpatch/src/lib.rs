@@ -14,8 +14,10 @@
 //! socket, patch, pid or file concerned and maps to an exit status
 //! ([`Error::status`]). Xen payloads are not implemented in this crate yet.
 
+pub mod audit;
 pub mod drain;
 pub mod error;
+pub mod host;
 pub mod progress;
 pub mod qmp;
 

@@ -17,7 +17,7 @@ fn drained_guest_continues_its_counter_on_the_destination() {
     let Some(lab) = Lab::new() else { return };
     let mut src = lab.vm("src", false, "");
     let mut dst = lab.vm("dst", true, "");
-    src.wait_counter(100, Duration::from_secs(60));
+    src.wait_counter(100, common::BOOT);
     let pair = Pair {
         vm: src.qmp.clone(),
         dest: dst.qmp.clone(),
@@ -34,7 +34,7 @@ fn drained_guest_continues_its_counter_on_the_destination() {
     assert!(report.total_ms > 0 && report.transferred_bytes > 0);
     assert_eq!(report.ram_bytes / (1 << 20), 256, "256 MiB guest (+ ROMs)");
     // The source QEMU is gone; its console is final.
-    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let until = std::time::Instant::now() + Duration::from_secs(60);
     while src.alive() {
         assert!(
             std::time::Instant::now() < until,
@@ -45,7 +45,7 @@ fn drained_guest_continues_its_counter_on_the_destination() {
     let before = std::fs::read(&src.console).unwrap();
     let last_src = *counters(&before).last().unwrap();
     // The guest goes on counting on the destination.
-    dst.wait_counter(last_src + 100, Duration::from_secs(30));
+    dst.wait_counter(last_src + 100, common::AFTER);
     assert!(dst.alive());
     let after = std::fs::read(&dst.console).unwrap();
     let first_dst = counters(&after).first().copied();
@@ -67,7 +67,7 @@ fn destination_killed_mid_transfer_leaves_vm_running_on_source() {
     let Some(lab) = Lab::new() else { return };
     let src = lab.vm("src", false, "vmload=wss=96,rate=64");
     let mut dst = lab.vm("dst", true, "vmload=wss=96,rate=64");
-    src.wait_counter(50, Duration::from_secs(60));
+    src.wait_counter(50, common::BOOT);
     let pair = Pair {
         vm: src.qmp.clone(),
         dest: dst.qmp.clone(),
@@ -87,7 +87,7 @@ fn destination_killed_mid_transfer_leaves_vm_running_on_source() {
                 }
             })
         });
-        let sent = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        let sent = rx.recv_timeout(common::BOOT).unwrap();
         eprintln!("killing the destination after {sent} bytes");
         dst.child.kill().unwrap();
         h.join().unwrap()
@@ -107,7 +107,7 @@ fn destination_killed_mid_transfer_leaves_vm_running_on_source() {
     let mut q = Qmp::connect(&src.qmp).unwrap();
     assert_eq!(q.query_status().unwrap().status, "running");
     let n = src.counters().len() as u64;
-    src.wait_counter(n + 50, Duration::from_secs(30));
+    src.wait_counter(n + 50, common::AFTER);
     assert_consecutive(&src.counters(), "source console");
 }
 
@@ -117,7 +117,7 @@ fn drain_timeout_cancels_and_keeps_vm_on_source() {
     let Some(lab) = Lab::new() else { return };
     let src = lab.vm("src", false, "");
     let _dst = lab.vm("dst", true, "");
-    src.wait_counter(20, Duration::from_secs(60));
+    src.wait_counter(20, common::BOOT);
     let pair = Pair {
         vm: src.qmp.clone(),
         dest: _dst.qmp.clone(),
@@ -137,7 +137,7 @@ fn drain_timeout_cancels_and_keeps_vm_on_source() {
     let mut q = Qmp::connect(&src.qmp).unwrap();
     assert_eq!(q.query_status().unwrap().status, "running");
     let n = src.counters().len() as u64;
-    src.wait_counter(n + 20, Duration::from_secs(30));
+    src.wait_counter(n + 20, common::AFTER);
     assert_consecutive(&src.counters(), "source console");
 }
 

@@ -7,6 +7,7 @@ pub mod build;
 pub mod diff;
 pub mod drain;
 pub mod explain;
+pub mod host;
 pub mod inspect;
 pub mod list;
 pub mod revert;

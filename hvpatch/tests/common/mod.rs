@@ -14,6 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Deadline of a guest's boot up to its first counters: generous, because
+/// TCG guests on a loaded 2-core machine (CI runs tests in parallel) boot
+/// many times slower than the ~4 s they take on an idle one.
+pub const BOOT: Duration = Duration::from_secs(240);
+/// Deadline of further counters after a migration or a failure.
+pub const AFTER: Duration = Duration::from_secs(120);
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
