@@ -190,6 +190,17 @@ pub fn correlate(orig: &ObjectFile, patched: &ObjectFile) -> Result<Correlation,
             *o_by_base.entry(b).or_default() += 1;
         }
     }
+    // Patched statics by (base name, original index of a referrer).
+    let mut by_referrer: HashMap<(&str, usize), Vec<usize>> = HashMap::new();
+    for (&base, cands) in &p_by_base {
+        for &p in cands {
+            for &r in p_refs.get(&p).into_iter().flatten() {
+                if let Some(o) = c.orig_of(r) {
+                    by_referrer.entry((base, o)).or_default().push(p);
+                }
+            }
+        }
+    }
     let empty = BTreeSet::new();
     for s in orig.symbols.iter().filter(|s| s.is_defined_entity()) {
         if !is_static_local(orig, s.index) {
@@ -198,27 +209,32 @@ pub fn correlate(orig: &ObjectFile, patched: &ObjectFile) -> Result<Correlation,
         let Some(base) = static_local_base(&s.name) else {
             continue;
         };
-        let Some(cands) = p_by_base.get(base) else {
-            continue;
-        };
         let mine = o_refs.get(&s.index).unwrap_or(&empty);
-        let mut best: Option<(usize, usize)> = None;
-        for &p in cands {
-            if c.p2o.contains_key(&p) {
-                continue;
+        // Score candidates sharing a referrer; ties go to the first in
+        // symbol-table order.
+        let mut scores: HashMap<usize, usize> = HashMap::new();
+        for &r in mine {
+            for &p in by_referrer.get(&(base, r)).into_iter().flatten() {
+                if !c.p2o.contains_key(&p) {
+                    *scores.entry(p).or_default() += 1;
+                }
             }
-            let theirs = p_refs.get(&p).unwrap_or(&empty);
-            let score = theirs
-                .iter()
-                .filter_map(|&r| c.orig_of(r))
-                .filter(|o| mine.contains(o))
-                .count();
-            let unique = cands.len() == 1 && o_by_base.get(base) == Some(&1);
-            let both_unreferenced = mine.is_empty() && theirs.is_empty();
-            if (score > 0 || (unique && both_unreferenced)) && best.is_none_or(|(_, bs)| score > bs)
-            {
+        }
+        let mut best: Option<(usize, usize)> = None;
+        for (&p, &score) in &scores {
+            if best.is_none_or(|(bp, bs)| score > bs || (score == bs && p < bp)) {
                 best = Some((p, score));
             }
+        }
+        if best.is_none()
+            && mine.is_empty()
+            && o_by_base.get(base) == Some(&1)
+            && let Some(cands) = p_by_base.get(base)
+            && let [p] = cands.as_slice()
+            && !c.p2o.contains_key(p)
+            && p_refs.get(p).is_none_or(|r| r.is_empty())
+        {
+            best = Some((*p, 0));
         }
         if let Some((p, _)) = best {
             c.pair(s.index, p);
