@@ -681,3 +681,61 @@ pub fn build_id(bytes: &[u8], name: &str) -> Result<Option<String>, Error> {
         .map_err(|e| perr(name, format!("bad build-id note: {e}")))?;
     Ok(id.map(hex::encode))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use object::write::{Object, Symbol as WSymbol, SymbolSection};
+    use object::{Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind};
+
+    /// An object with two local functions named `dup` (as after `ld -r` of
+    /// two files) and one global `g`.
+    fn dup_object() -> Vec<u8> {
+        let mut o = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+        o.add_file_symbol(b"a.c".to_vec());
+        for (name, local) in [("dup", true), ("dup", true), ("g", false)] {
+            let s = o.add_section(
+                Vec::new(),
+                format!(".text.{name}").into_bytes(),
+                SectionKind::Text,
+            );
+            o.set_section_data(s, vec![0xc3; 8], 16);
+            o.add_symbol(WSymbol {
+                name: name.as_bytes().to_vec(),
+                value: 0,
+                size: 8,
+                kind: SymbolKind::Text,
+                scope: if local {
+                    object::SymbolScope::Compilation
+                } else {
+                    object::SymbolScope::Dynamic
+                },
+                weak: false,
+                section: SymbolSection::Section(s),
+                flags: SymbolFlags::None,
+            });
+        }
+        o.write().unwrap()
+    }
+
+    #[test]
+    fn sympos_counts_same_named_locals() {
+        let bytes = dup_object();
+        let obj = ObjectFile::parse(&bytes, "dup.o").unwrap();
+        let dups: Vec<usize> = obj
+            .symbols
+            .iter()
+            .filter(|s| s.name == "dup")
+            .map(|s| s.index)
+            .collect();
+        assert_eq!(dups.len(), 2);
+        assert_eq!(obj.sympos(dups[0]), 1);
+        assert_eq!(obj.sympos(dups[1]), 2);
+        let g = obj.symbols.iter().find(|s| s.name == "g").unwrap();
+        assert_eq!(obj.sympos(g.index), 0);
+        assert_eq!(obj.symbols[dups[0]].file.as_deref(), Some("a.c"));
+        assert_eq!(g.file, None);
+        assert_eq!(obj.source_file.as_deref(), Some("a.c"));
+    }
+}
