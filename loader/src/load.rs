@@ -285,6 +285,34 @@ fn unmap_leftover(pid: i32, proc: &Process, base: u64, size: u64) {
     }
 }
 
+/// Where an IFUNC import really goes: what the dynamic linker stored in a
+/// `JUMP_SLOT` or `GLOB_DAT` GOT entry of an object importing `name` (the
+/// referencing object `first`, then the others). Under lazy binding that is
+/// still the PLT entry, which binds on its first call.
+fn ifunc_target(pid: i32, objects: &[Object], first: usize, name: &str) -> Result<Option<u64>> {
+    use goblin::elf::reloc::{R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT};
+    let others = (0..objects.len()).filter(|k| *k != first);
+    for k in std::iter::once(first).chain(others) {
+        let Some(o) = objects.get(k) else { continue };
+        let Ok(elf) = goblin::elf::Elf::parse(&o.data) else {
+            continue;
+        };
+        for r in elf.pltrelocs.iter().chain(elf.dynrelas.iter()) {
+            if r.r_type != R_X86_64_JUMP_SLOT && r.r_type != R_X86_64_GLOB_DAT {
+                continue;
+            }
+            let sym = elf.dynsyms.get(r.r_sym);
+            if sym.and_then(|s| elf.dynstrtab.get_at(s.st_name)) == Some(name) {
+                let v = mem::read_u64(pid, o.bias.wrapping_add(r.r_offset))?;
+                if v != 0 {
+                    return Ok(Some(v));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
 fn now_secs() -> (u64, u128) {
     let d = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -451,7 +479,19 @@ pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
                         continue;
                     }
                     if let Ok(s) = ctx.symbols(k)?.lookup(q) {
-                        hit = Some(o.bias.wrapping_add(s.value));
+                        hit = if s.kind == goblin::elf::sym::STT_GNU_IFUNC {
+                            // Its value is the resolver (strlen, memcpy... in
+                            // libc): call what the dynamic linker chose.
+                            Some(ifunc_target(pid, &proc.objects, oi, &r.name)?.ok_or_else(
+                                || Error::Symbol {
+                                    object: o.path.clone(),
+                                    name: r.name.clone(),
+                                    reason: "is an IFUNC and no mapped object has a GOT entry for it".into(),
+                                },
+                            )?)
+                        } else {
+                            Some(o.bias.wrapping_add(s.value))
+                        };
                         break;
                     }
                 }
