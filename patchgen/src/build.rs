@@ -695,8 +695,23 @@ fn default_id(diff: &Path) -> String {
 }
 
 fn default_description(diff: &[u8], path: &Path) -> String {
-    String::from_utf8_lossy(diff)
+    let text = String::from_utf8_lossy(diff);
+    // A git format-patch or DEP-3 header names the fix on its own line.
+    if let Some(subject) = text
         .lines()
+        .take_while(|l| !l.starts_with("--- "))
+        .find_map(|l| {
+            l.strip_prefix("Subject:")
+                .or_else(|| l.strip_prefix("Description:"))
+        })
+    {
+        let s = subject.trim();
+        let s = s.strip_prefix("[PATCH]").map(str::trim).unwrap_or(s);
+        if !s.is_empty() {
+            return s.to_string();
+        }
+    }
+    text.lines()
         .find(|l| {
             let t = l.trim();
             !t.is_empty()
