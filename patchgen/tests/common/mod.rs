@@ -23,6 +23,8 @@ pub const VARIANTS: &[&[&str]] = &[
     &["-O2", "-fPIE"],
     &["-O3", "-fPIC"],
     &["-Os", "-fPIE"],
+    &["-O2", "-g"],
+    &["-O2", "-fcf-protection=full"],
 ];
 
 /// An object pair compiled from one case.
