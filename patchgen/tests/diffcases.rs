@@ -466,3 +466,24 @@ fn changed_constant_argument_is_a_change() {
     // is not a logging/assert function.
     expect_sets("const_arg_fix", |_, _| only(&["setup_x2apic"]));
 }
+
+#[test]
+fn part_child_goes_with_its_parent() {
+    let reports = expect_sets("part_child", |v, pair| {
+        let mut c = vec!["work"];
+        let part = funcs_named(&pair.patched, "work.part.");
+        if v == ["-O2"] {
+            assert_eq!(part, vec!["work.part.0".to_owned()], "gcc -O2 splits work");
+        }
+        c.extend(part.iter().map(String::as_str));
+        // -O3 inlines the whole of `work` into its callers (not when
+        // -fPIC makes `work` interposable): they change too.
+        if v.contains(&"-O3") && !v.contains(&"-fPIC") {
+            c.extend(["c1", "c2", "c3"]);
+        }
+        only(&c)
+    });
+    // -O2: both replaced (work.part.0 is a real function, callable from the
+    // callers into which the `if (!flag)` test was inlined).
+    assert_eq!(reports[1].meta.funcs.len(), 2);
+}
