@@ -141,7 +141,9 @@ pub enum Error {
     },
     /// The fix changes the layout of data types: live code would keep the
     /// old layout.
-    #[error("{file}: the fix changes the layout of {changes}; running code uses the old layout, so it cannot be patched live: this host needs a drain and restart instead")]
+    #[error(
+        "{file}: the fix changes the layout of {changes}; running code uses the old layout, so it cannot be patched live: this host needs a drain and restart instead"
+    )]
     LayoutChanged {
         /// The object whose types changed.
         file: String,
@@ -149,7 +151,9 @@ pub enum Error {
         changes: String,
     },
     /// The original build does not reproduce the running binary.
-    #[error("build-id mismatch: the running binary {running_path} has build-id {running}, the original build of the source has {built}: {explanation}")]
+    #[error(
+        "build-id mismatch: the running binary {running_path} has build-id {running}, the original build of the source has {built}: {explanation}"
+    )]
     BuildIdMismatch {
         /// Path of the running binary (or `--against` file).
         running_path: String,
