@@ -218,3 +218,17 @@ fn explain_xsa108() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("hvm_msr_read did not change"));
 }
+
+#[test]
+fn explain_without_changes_exits_5() {
+    let t = tempfile::tempdir().unwrap();
+    build(t.path(), "line_only");
+    let (o, p) = objs("line_only");
+    let out = hotfix(t.path()).args(["explain", &o, &p]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("port_write: only __LINE__ immediates differ"),
+        "{text}"
+    );
+}
