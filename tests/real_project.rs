@@ -47,10 +47,9 @@ fn fetch() -> Fetched {
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let get = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap_or_else(|| panic!("fetch printed no {k}=: {text}"))
-            .to_string()
+        let v = text.lines().find_map(|l| l.strip_prefix(&format!("{k}=")));
+        assert!(v.is_some(), "fetch printed no {k}=: {text}");
+        v.unwrap_or_default().to_string()
     };
     Fetched {
         src: get("SRC").into(),
