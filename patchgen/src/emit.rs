@@ -18,7 +18,7 @@ use crate::Error;
 use crate::compare::{Analysis, ENDBR64};
 use crate::format::{Binding, Func, Kind, Meta, Ref, Target as MetaTarget};
 use crate::include::Plan;
-use crate::read::{Bind, ObjectFile, Target, shf, sht};
+use crate::read::{Bind, ObjectFile, Reloc, Target, shf, sht};
 use object::write::{Object, Relocation, SectionId, Symbol, SymbolId, SymbolSection};
 use object::{
     Architecture, BinaryFormat, Endianness, RelocationFlags, SectionFlags, SectionKind,
@@ -219,13 +219,25 @@ impl Writer<'_> {
         let Some(section) = self.patched.sec(sec) else {
             return Ok(());
         };
-        let relocs: Vec<_> = section
+        let relocs: Vec<(u64, Reloc)> = section
             .relocs
             .iter()
             .filter(|r| r.offset >= base && r.offset < base.saturating_add(len))
-            .copied()
+            .map(|r| (r.offset - base, *r))
             .collect();
-        for r in relocs {
+        let who = section.name.clone();
+        self.add_relocs(&relocs, to, &who)
+    }
+
+    /// Adds relocations (new offset, original relocation) to section `to`,
+    /// mapping each target into the patch.
+    fn add_relocs(
+        &mut self,
+        relocs: &[(u64, Reloc)],
+        to: SectionId,
+        who: &str,
+    ) -> Result<(), Error> {
+        for &(new_offset, r) in relocs {
             let t = self.patched.resolve(&r);
             let (symbol, addend) = match t {
                 Target::Entity { sym, offset } => match self.defined.get(&sym) {
@@ -267,7 +279,7 @@ impl Writer<'_> {
                     }
                     return Err(Error::Unresolvable {
                         file: self.patched.name.clone(),
-                        symbol: section.name.clone(),
+                        symbol: who.to_owned(),
                         reason: format!("relocation at {:#x} against an absolute symbol", r.offset),
                     });
                 }
@@ -276,7 +288,7 @@ impl Writer<'_> {
                 .add_relocation(
                     to,
                     Relocation {
-                        offset: r.offset - base,
+                        offset: new_offset,
                         symbol,
                         addend,
                         flags: RelocationFlags::Elf {
@@ -391,6 +403,17 @@ pub fn emit(
     }
     for (sec, base, len, id) in copies {
         w.relocate(sec, base, len, id)?;
+    }
+    if let Some(eh) = crate::unwind::select(patched, &plan.funcs) {
+        let id = w
+            .obj
+            .add_section(Vec::new(), b".eh_frame".to_vec(), SectionKind::ReadOnlyData);
+        w.obj.section_mut(id).flags = SectionFlags::Elf {
+            sh_type: elf::SectionType(eh.sh_type),
+            sh_flags: elf::SectionFlags(shf::ALLOC),
+        };
+        w.obj.set_section_data(id, eh.data, eh.align);
+        w.add_relocs(&eh.relocs, id, ".eh_frame")?;
     }
     if let Some(sid) = w.string_section {
         let data = std::mem::take(&mut w.strings);

@@ -25,6 +25,7 @@ pub mod include;
 pub mod inspect;
 pub mod layout;
 pub mod read;
+pub mod unwind;
 
 pub use diff::{DiffOptions, DiffReport, FuncChange, diff_objects};
 pub use error::{Error, Refusal, RefusalKind};

@@ -129,6 +129,25 @@ fn fix_adding_helper_and_global() {
         )
     });
     for r in reports {
+        // Unwind records travel with the code: one FDE per carried function.
+        use object::{Object, ObjectSection, ObjectSymbol};
+        let file = object::File::parse(r.patch.as_slice()).unwrap();
+        let eh = file.section_by_name(".eh_frame").unwrap();
+        let mut fde_targets: Vec<String> = eh
+            .relocations()
+            .filter_map(|(_, rel)| match rel.target() {
+                object::RelocationTarget::Symbol(i) => file
+                    .symbol_by_index(i)
+                    .ok()
+                    .map(|s| s.name().unwrap().to_owned()),
+                _ => None,
+            })
+            .collect();
+        fde_targets.sort();
+        let mut carried = r.new_funcs.clone();
+        carried.extend(r.changed.iter().map(|c| c.name.clone()));
+        carried.sort();
+        assert_eq!(fde_targets, carried);
         // The unchanged static buffer is a local reference with its file.
         let rb = r.meta.refs.iter().find(|x| x.name == "ring_buf").unwrap();
         assert_eq!(rb.binding, Binding::Local);
