@@ -23,6 +23,7 @@ pub mod explain;
 pub mod format;
 pub mod include;
 pub mod inspect;
+pub mod kernel;
 pub mod layout;
 pub mod read;
 pub mod unwind;

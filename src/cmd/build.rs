@@ -13,7 +13,8 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
     /// The project's source tree (never modified: hotfix builds a copy).
-    #[arg(long, value_name = "DIR")]
+    /// With `--kernel`: the out-of-tree module's tree (`--module-src`).
+    #[arg(long, visible_alias = "module-src", value_name = "DIR")]
     pub src: PathBuf,
     /// The fix: a unified diff against the tree (`patch -p1` or `-p0`).
     #[arg(long, value_name = "FIX.patch", required_unless_present = "prepare")]
@@ -47,6 +48,18 @@ pub struct BuildArgs {
     /// binary to deploy.
     #[arg(long)]
     pub prepare: bool,
+    /// Build a kernel livepatch (klp) module from an out-of-tree module
+    /// tree instead of a userspace patch (see `docs/kernel.md`).
+    #[arg(long, conflicts_with_all = ["prepare", "pid", "against", "binary"])]
+    pub kernel: bool,
+    /// With `--kernel`: the kernel build tree the running module was built
+    /// against (default: /lib/modules/$(uname -r)/build).
+    #[arg(long, value_name = "DIR", requires = "kernel")]
+    pub headers: Option<PathBuf>,
+    /// With `--kernel`: atomic replace (the patch replaces every earlier
+    /// livepatch when applied).
+    #[arg(long, requires = "kernel")]
+    pub replace: bool,
     /// Build cache root (default: $HOTFIX_CACHE/build or ~/.cache/hotfix/build).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
@@ -62,6 +75,9 @@ fn default_cache() -> PathBuf {
 
 /// Runs `hotfix build`.
 pub fn run(args: BuildArgs, g: Global) -> anyhow::Result<u8> {
+    if args.kernel {
+        return super::kernel::build(&args, g);
+    }
     let against = match (args.pid, &args.against) {
         (Some(pid), _) => Some(PathBuf::from(format!("/proc/{pid}/exe"))),
         (None, a) => a.clone(),

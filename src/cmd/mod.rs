@@ -9,6 +9,7 @@ pub mod drain;
 pub mod explain;
 pub mod host;
 pub mod inspect;
+pub mod kernel;
 pub mod list;
 pub mod revert;
 

@@ -35,7 +35,7 @@ static int hfx_worker(void *unused)
 		WRITE_ONCE(state.version, hfx_worker_wait(&state));
 		/* Outside the patched function for a while after each release,
 		 * so that a pending livepatch transition can complete. */
-		msleep_interruptible(1500);
+		msleep_interruptible(3000);
 	}
 	return 0;
 }

@@ -11,7 +11,9 @@
 
 static int lp_x2apic_msr_read(struct vcpu *v, u32 msr, u64 *val)
 {
-	/* Only the register page is backed: 0x800-0x8ff. */
+	/* Only the register page is backed: 0x800-0x8ff. (The original's
+	 * static call counter is not kept: a hand-written patch cannot reach
+	 * it; the generated one of `hotfix build --kernel` does.) */
 	if (msr < APIC_BASE_MSR || msr > APIC_BASE_MSR + 0xff)
 		return -EINVAL;
 	*val = v->apic.regs[msr - APIC_BASE_MSR];

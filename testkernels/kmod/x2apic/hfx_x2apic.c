@@ -29,15 +29,14 @@ static DEFINE_MUTEX(vcpu_lock);
 static DEFINE_STATIC_KEY_FALSE(hfx_trace_msr);
 static unsigned long gp_faults;
 
-/* The intercept. Returns 0 with *val set, or -EINVAL for #GP. */
+/* The intercept. Returns 0 with *val set, or -EINVAL for #GP. The static
+ * local counts every call (a fix must keep using the running counter). */
 static noinline int x2apic_msr_read(struct vcpu *v, u32 msr, u64 *val)
 {
 	static unsigned long reads;
 	u32 reg;
 
-	reads++;
-	if (static_branch_unlikely(&hfx_trace_msr))
-		pr_info("vcpu%d: rdmsr %#x (read %lu)\n", v->id, msr, reads);
+	v->msr_reads = ++reads;
 	/* BUG (XSA-108 class): 0xbff is the end of the architectural range,
 	 * not of the register page. */
 	if (msr < APIC_BASE_MSR || msr > APIC_BASE_MSR + 0x3ff)
@@ -68,6 +67,8 @@ static ssize_t msr_write(struct file *file, const char __user *ubuf,
 	buf[len] = '\0';
 	if (kstrtou32(strim(buf), 0, &msr))
 		return -EINVAL;
+	if (static_branch_unlikely(&hfx_trace_msr))
+		pr_info("vcpu0: rdmsr %#x\n", msr);
 	mutex_lock(&vcpu_lock);
 	rc = x2apic_msr_read(&vcpu0, msr, &val);
 	WARN_ON_ONCE(rc == 0 && msr == 0);
@@ -106,7 +107,7 @@ static const struct proc_ops msr_ops = {
 
 static int stats_show(struct seq_file *m, void *p)
 {
-	seq_printf(m, "gp_faults %lu\n", gp_faults);
+	seq_printf(m, "gp_faults %lu\nmsr_reads %lu\n", gp_faults, vcpu0.msr_reads);
 	return 0;
 }
 

@@ -19,6 +19,7 @@ struct vcpu {
 	u32 last_msr;
 	int last_rc;
 	u64 last_val;
+	unsigned long msr_reads;
 };
 
 #endif

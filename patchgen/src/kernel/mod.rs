@@ -1,0 +1,379 @@
+//! Kernel live patches: `hotfix build --kernel`, from a module source tree
+//! and a fix to a livepatch (`klp`) module.
+//!
+//! Model — the data flow, one module per step:
+//! [`kbuild`] (build the tree twice with `-ffunction-sections
+//! -fdata-sections`; the objects kbuild recompiled are the fix's objects) →
+//! [`normalize`] (refuse changes to `__init`/`__exit` code, hide it from the
+//! diff) → [`crate::diff_objects`] (the shared object diff: changed and new
+//! functions, references to everything else) → special-section check (see
+//! below) → [`link`] (registration stub, kbuild, klp relocations).
+//!
+//! References of new code to symbols the kernel exports stay ordinary
+//! undefined symbols (modpost and the module loader resolve them); every
+//! other reference (local functions and data, static locals, unexported
+//! globals of the patched module) becomes a livepatch symbol
+//! `.klp.sym.<object>.<name>,<sympos>` resolved by livepatch through
+//! kallsyms when the object is patched.
+//!
+//! Special sections: entries of `__bug_table`, `__ex_table`, `__jump_table`
+//! and `.altinstructions` must follow code they describe; the object diff
+//! does not carry them yet, so a fix whose changed functions have such
+//! entries is refused (naming function and section) rather than built into a
+//! module that would oops on a `WARN`, fault in `copy_from_user` or leave an
+//! alternative unapplied. Entries that only make code faster or traceable
+//! (`__mcount_loc`, `__patchable_function_entries`, `.return_sites`,
+//! `.retpoline_sites`, `.static_call_sites`, `.smp_locks`,
+//! `.parainstructions`, `.orc_unwind*`) are dropped: the new code then runs
+//! through its compiled (unpatched) call/return thunks; without ORC data a
+//! task sleeping in new code blocks a later transition until it leaves.
+//!
+//! Invariant: nothing here touches the running kernel; the caller's source
+//! tree is never written.
+
+pub mod kbuild;
+pub mod link;
+pub mod normalize;
+
+use crate::format::Binding;
+use crate::read::ObjectFile;
+use crate::{DiffOptions, Error, Refusal, RefusalKind};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub use link::{KlpFunc, KlpSym};
+
+/// Special sections whose entries must accompany the code they describe.
+pub const REQUIRED_SPECIAL: &[&str] = &[
+    "__bug_table",
+    "__ex_table",
+    "__jump_table",
+    ".altinstructions",
+];
+
+/// A `hotfix build --kernel` request.
+#[derive(Debug, Clone)]
+pub struct KlpPlan {
+    /// The out-of-tree module's source tree (with its `Kbuild`/`Makefile`).
+    pub module_src: PathBuf,
+    /// The fix, a unified diff applied with `patch -p1` in the tree.
+    pub diff: PathBuf,
+    /// The livepatch module to write (`NAME.ko`).
+    pub output: PathBuf,
+    /// Kernel build tree (headers) the running module was built against.
+    pub headers: PathBuf,
+    /// Livepatch name; default: the output's file stem (`-` → `_`).
+    pub name: Option<String>,
+    /// Atomic replace: the patch replaces every earlier livepatch.
+    pub replace: bool,
+    /// `MODULE_DESCRIPTION`; default: names the fix.
+    pub description: Option<String>,
+    /// Work directory (kept); default: a fresh one under the temp dir,
+    /// removed on success.
+    pub workdir: Option<PathBuf>,
+}
+
+/// What `hotfix build --kernel` produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KlpOutcome {
+    /// Livepatch (module) name.
+    pub name: String,
+    /// The module written.
+    pub output: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Objects the fix recompiled (relative to the tree).
+    pub objects: Vec<String>,
+    /// Replaced functions.
+    pub funcs: Vec<KlpFunc>,
+    /// Functions new in the patch.
+    pub new_funcs: Vec<String>,
+    /// References resolved by livepatch.
+    pub klp_syms: Vec<KlpSym>,
+    /// `.klp.rela` sections and their entry counts.
+    pub klp_sections: Vec<(String, usize)>,
+    /// Special-section entries dropped (section, function).
+    pub dropped_special: Vec<(String, String)>,
+    /// Time of the two module builds, in milliseconds.
+    pub build_ms: u64,
+    /// Time of diffing and linking the livepatch module, in milliseconds.
+    pub link_ms: u64,
+}
+
+/// Symbols exported by the kernel build tree (`Module.symvers`).
+pub fn exported(headers: &Path) -> Result<BTreeSet<String>, Error> {
+    let path = headers.join("Module.symvers");
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split('\t').nth(1))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Special-section entries that describe code of `funcs` in `obj`:
+/// `(section, function)` pairs.
+pub fn special_entries(obj: &ObjectFile, funcs: &BTreeSet<String>) -> Vec<(String, String)> {
+    let mut out = BTreeSet::new();
+    for sec in &obj.sections {
+        let base = sec.name.as_str();
+        if base.starts_with(".rela") || base.starts_with(".debug") || base.starts_with(".text") {
+            continue;
+        }
+        for r in &sec.relocs {
+            let Some(t) = obj.sym(r.symbol) else {
+                continue;
+            };
+            // The function a relocation points into: a named function, or
+            // the function owning the section of a section symbol.
+            let func = if t.is_func() {
+                Some(t.name.clone())
+            } else {
+                t.section.and_then(|s| {
+                    obj.entities_in(s)
+                        .find(|e| e.is_func())
+                        .map(|e| e.name.clone())
+                })
+            };
+            if let Some(f) = func.filter(|f| funcs.contains(f)) {
+                out.insert((base.to_owned(), f));
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn default_name(output: &Path) -> String {
+    output
+        .file_stem()
+        .map(|s| s.to_string_lossy().replace('-', "_"))
+        .unwrap_or_else(|| "hotfix_klp".into())
+}
+
+/// Builds a livepatch module from a module source tree and a fix.
+pub fn build_klp(plan: &KlpPlan) -> Result<KlpOutcome, Error> {
+    let name = plan
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(&plan.output));
+    if name.is_empty()
+        || name.len() > 55
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(Error::Build {
+            step: "check the livepatch name".into(),
+            reason: format!("{name:?} is not a module name ([A-Za-z0-9_]{{1,55}})"),
+            log: None,
+        });
+    }
+    for (what, p) in [
+        ("module source", &plan.module_src),
+        ("headers", &plan.headers),
+    ] {
+        if !p.is_dir() {
+            return Err(Error::Io {
+                path: p.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{what} directory not found"),
+                ),
+            });
+        }
+    }
+    let diff_text = std::fs::read(&plan.diff).map_err(|source| Error::Io {
+        path: plan.diff.clone(),
+        source,
+    })?;
+    let keep = plan.workdir.is_some();
+    let work = plan.workdir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "hotfix-klp-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ))
+    });
+    let diff_abs = std::fs::canonicalize(&plan.diff).unwrap_or_else(|_| plan.diff.clone());
+    let result = build_in(plan, &name, &work, &diff_abs, &diff_text);
+    if !keep && result.is_ok() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    result
+}
+
+fn build_in(
+    plan: &KlpPlan,
+    name: &str,
+    work: &Path,
+    diff: &Path,
+    diff_text: &[u8],
+) -> Result<KlpOutcome, Error> {
+    let t0 = Instant::now();
+    std::fs::create_dir_all(work).map_err(|source| Error::Io {
+        path: work.to_path_buf(),
+        source,
+    })?;
+    let pairs = kbuild::build_pair(&plan.headers, &plan.module_src, diff, work)?;
+    let build_ms = t0.elapsed().as_millis() as u64;
+    let t1 = Instant::now();
+    if pairs.is_empty() {
+        return Err(Error::NoChange {
+            orig: plan.module_src.display().to_string(),
+            patched: plan.diff.display().to_string(),
+            line_only: 0,
+        });
+    }
+    let exports = exported(&plan.headers)?;
+    let source_hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(diff_text))
+    };
+    let mut funcs = Vec::new();
+    let mut new_funcs = Vec::new();
+    let mut klp_syms: Vec<KlpSym> = Vec::new();
+    let mut parts = Vec::new();
+    let mut dropped_special = Vec::new();
+    let mut objects = Vec::new();
+    let mut refusals: Vec<Refusal> = Vec::new();
+    let mut no_change = 0usize;
+    for pair in &pairs {
+        let rel = pair.rel.display().to_string();
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|source| Error::Io {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let (o_raw, p_raw) = (read(&pair.orig)?, read(&pair.patched)?);
+        let o_name = pair.orig.display().to_string();
+        let p_name = pair.patched.display().to_string();
+        let o_obj = ObjectFile::parse(&normalize::normalize(&o_raw, &o_name)?, &o_name)?;
+        let p_obj = ObjectFile::parse(&normalize::normalize(&p_raw, &p_name)?, &p_name)?;
+        let init = normalize::init_changes(&o_obj, &p_obj);
+        if !init.is_empty() {
+            refusals.extend(init);
+            continue;
+        }
+        let opts = DiffOptions {
+            id: name.to_owned(),
+            description: plan.description.clone().unwrap_or_default(),
+            target: None,
+            source_hash: Some(source_hash.clone()),
+        };
+        let report = match crate::diff_objects(
+            &normalize::normalize(&o_raw, &o_name)?,
+            &o_name,
+            &normalize::normalize(&p_raw, &p_name)?,
+            &p_name,
+            &opts,
+        ) {
+            Ok(r) => r,
+            Err(Error::NoChange { .. }) => {
+                no_change += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        objects.push(rel.clone());
+        // Special sections of the included functions.
+        let included: BTreeSet<String> = report
+            .changed
+            .iter()
+            .map(|c| c.name.clone())
+            .chain(report.new_funcs.iter().cloned())
+            .collect();
+        for (sec, f) in special_entries(&p_obj, &included) {
+            if REQUIRED_SPECIAL.contains(&sec.as_str()) {
+                refusals.push(Refusal {
+                    kind: RefusalKind::SectionNotIncluded,
+                    symbol: f.clone(),
+                    reason: format!(
+                        "has {sec} entries (WARN/BUG, exception table, jump label or alternative); \
+                         hotfix build --kernel does not carry kernel special sections yet"
+                    ),
+                });
+            } else {
+                dropped_special.push((sec, f));
+            }
+        }
+        let mut renames = BTreeMap::new();
+        for f in &report.meta.funcs {
+            let new_symbol = format!("__hotfix_new_{}", funcs.len());
+            renames.insert(f.new_symbol.clone(), new_symbol.clone());
+            funcs.push(KlpFunc {
+                object: pair.module.clone(),
+                old_name: f.name.clone(),
+                sympos: f.sympos,
+                new_symbol,
+            });
+        }
+        for r in &report.meta.refs {
+            let global_exported = r.binding != Binding::Local && exports.contains(&r.name);
+            if global_exported {
+                continue;
+            }
+            let placeholder = format!("__hotfix_klp_{}", klp_syms.len());
+            renames.insert(r.symbol.clone(), placeholder.clone());
+            klp_syms.push(KlpSym {
+                placeholder,
+                object: pair.module.clone(),
+                name: r.name.clone(),
+                sympos: r.sympos,
+            });
+        }
+        new_funcs.extend(report.new_funcs.iter().cloned());
+        parts.push(link::prepare_patch_object(&report.patch, &rel, &renames)?);
+    }
+    if !refusals.is_empty() {
+        return Err(Error::Refused {
+            file: plan.diff.display().to_string(),
+            refusals,
+        });
+    }
+    if parts.is_empty() {
+        return Err(Error::NoChange {
+            orig: plan.module_src.display().to_string(),
+            patched: plan.diff.display().to_string(),
+            line_only: no_change,
+        });
+    }
+    let description = plan.description.clone().unwrap_or_else(|| {
+        format!(
+            "hotfix: {}",
+            plan.diff
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        )
+    });
+    let stub = link::stub_c(&description, plan.replace, &funcs);
+    let ko = link::kbuild_module(&plan.headers, &work.join("klp"), name, &stub, &parts)?;
+    let ko_bytes = std::fs::read(&ko).map_err(|source| Error::Io {
+        path: ko.clone(),
+        source,
+    })?;
+    let (out, converted) = link::klp_convert(&ko_bytes, &ko.display().to_string(), &klp_syms)?;
+    std::fs::write(&plan.output, &out).map_err(|source| Error::Io {
+        path: plan.output.clone(),
+        source,
+    })?;
+    Ok(KlpOutcome {
+        name: name.to_owned(),
+        output: plan.output.clone(),
+        size: out.len() as u64,
+        objects,
+        funcs,
+        new_funcs,
+        klp_syms,
+        klp_sections: converted.sections,
+        dropped_special,
+        build_ms,
+        link_ms: t1.elapsed().as_millis() as u64,
+    })
+}

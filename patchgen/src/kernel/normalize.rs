@@ -1,0 +1,120 @@
+//! Kernel objects made diffable: what kbuild emits, seen by the object diff
+//! engine ([`crate::diff_objects`]).
+//!
+//! Model: a kernel object compiled with `-ffunction-sections` still groups
+//! `__init`/`__exit` code in `.init.text`/`.exit.text` (the section
+//! attribute wins), with `init_module`/`cleanup_module` as aliases. That code
+//! runs once, at load or unload; a live patch can never change it. So:
+//! [`init_changes`] compares those sections of both objects (bytes and
+//! relocations by symbol name) and names their functions when they differ
+//! (the caller refuses: [`crate::RefusalKind::InitCode`]); [`normalize`]
+//! then retypes their function symbols to `STT_NOTYPE`, so that the diff
+//! engine treats them as opaque, identical data.
+//!
+//! Invariant: only symbol types in once-only sections change; no byte of
+//! code or data is touched.
+
+use crate::read::ObjectFile;
+use crate::{Error, Refusal, RefusalKind};
+use object::build::elf::Builder;
+use object::elf;
+
+/// Sections whose code runs only at module load or unload.
+pub fn is_once_only(section: &str) -> bool {
+    section.starts_with(".init.") || section.starts_with(".exit.") || section == ".text.startup"
+}
+
+/// Retypes function symbols of once-only sections to `STT_NOTYPE`.
+pub fn normalize(data: &[u8], file: &str) -> Result<Vec<u8>, Error> {
+    let parse = |e: object::build::Error| Error::Parse {
+        file: file.to_owned(),
+        reason: e.to_string(),
+    };
+    let mut b = Builder::read(data).map_err(parse)?;
+    let once: Vec<_> = b
+        .sections
+        .iter()
+        .filter(|s| is_once_only(&String::from_utf8_lossy(&s.name)))
+        .map(|s| s.id())
+        .collect();
+    for sym in b.symbols.iter_mut() {
+        if sym.st_type() == elf::STT_FUNC && sym.section.is_some_and(|s| once.contains(&s)) {
+            sym.st_info = elf::SymbolInfo::new(sym.st_bind(), elf::STT_NOTYPE);
+        }
+    }
+    let mut out = Vec::with_capacity(data.len());
+    b.write(&mut out).map_err(|e| Error::Emit {
+        file: file.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(out)
+}
+
+/// A comparable view of one once-only section: bytes and relocations with
+/// symbol names instead of indices.
+fn section_view(obj: &ObjectFile, name: &str) -> Option<(Vec<u8>, Vec<(u64, u32, String, i64)>)> {
+    let s = obj.sections.iter().find(|s| s.name == name)?;
+    let relocs = s
+        .relocs
+        .iter()
+        .map(|r| {
+            let target = obj.sym(r.symbol).map_or(String::new(), |t| {
+                if t.name.is_empty() {
+                    t.section
+                        .and_then(|i| obj.sec(i))
+                        .map_or(String::new(), |sec| sec.name.clone())
+                } else {
+                    t.name.clone()
+                }
+            });
+            (r.offset, r.r_type, target, r.addend)
+        })
+        .collect();
+    Some((s.data.clone(), relocs))
+}
+
+/// Refusals for once-only sections that differ between the two objects,
+/// one per function found in such a section.
+pub fn init_changes(orig: &ObjectFile, patched: &ObjectFile) -> Vec<Refusal> {
+    let mut names: Vec<&str> = orig
+        .sections
+        .iter()
+        .chain(patched.sections.iter())
+        .map(|s| s.name.as_str())
+        .filter(|n| is_once_only(n) && !n.starts_with(".rela"))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out = Vec::new();
+    for name in names {
+        if section_view(orig, name) == section_view(patched, name) {
+            continue;
+        }
+        let funcs: Vec<String> = patched
+            .symbols
+            .iter()
+            .filter(|s| {
+                s.is_func()
+                    && s.section
+                        .and_then(|i| patched.sec(i))
+                        .is_some_and(|sec| sec.name == name)
+                    && !matches!(s.name.as_str(), "init_module" | "cleanup_module")
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        let symbol = if funcs.is_empty() {
+            name.to_owned()
+        } else {
+            funcs.join(", ")
+        };
+        out.push(Refusal {
+            kind: RefusalKind::InitCode,
+            symbol,
+            reason: format!(
+                "the fix changes {name}, code that runs only when the module loads or unloads; \
+                 a live patch cannot change it (reload the module, or move the fix out of __init/__exit)"
+            ),
+        });
+    }
+    out
+}

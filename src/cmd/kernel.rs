@@ -1,0 +1,161 @@
+//! `hotfix apply NAME.ko --kernel`, `hotfix list --kernel`,
+//! `hotfix revert NAME --kernel`: livepatch modules in the running kernel.
+//!
+//! Thin wrappers over [`loader::kernel`]: the process subcommands
+//! (`src/cmd/{apply,list,revert}.rs`) call these when `--kernel` is given.
+//! Human text by default, one JSON document with `--json`.
+
+use super::Global;
+use loader::kernel::{self, Options};
+use std::path::Path;
+use std::time::Duration;
+
+fn options(timeout: Option<Duration>) -> Options {
+    let mut o = Options::default();
+    if let Some(t) = timeout {
+        o.timeout = t;
+    }
+    o
+}
+
+fn ms(us: u64) -> String {
+    format!("{}.{:03} ms", us / 1000, us % 1000)
+}
+
+/// `hotfix apply PATCH.ko --kernel [--timeout T]`.
+pub fn apply(patch: &Path, timeout: Option<Duration>, global: Global) -> anyhow::Result<u8> {
+    let done = kernel::apply(patch, &options(timeout))?;
+    if global.json {
+        super::print_json(&done)?;
+        return Ok(0);
+    }
+    let r = &done.record;
+    println!(
+        "applied livepatch {} from {} (load {}, transition {})",
+        r.name,
+        r.path.display(),
+        ms(r.load_us),
+        ms(r.transition_us)
+    );
+    for o in &done.state.objects {
+        for f in &o.functions {
+            println!("  {}: {}", o.name, f);
+        }
+    }
+    for old in &done.replaced {
+        println!("  replaced livepatch {old} (module removed)");
+    }
+    Ok(0)
+}
+
+/// `hotfix list --kernel`.
+pub fn list(global: Global) -> anyhow::Result<u8> {
+    let all = kernel::list(&Options::default())?;
+    if global.json {
+        super::print_json(&all)?;
+        return Ok(0);
+    }
+    if all.is_empty() {
+        println!("no livepatches applied");
+    }
+    for l in &all {
+        let s = &l.state;
+        let state = match (s.enabled, s.transition) {
+            (true, false) => "enabled",
+            (true, true) => "enabling",
+            (false, true) => "disabling",
+            (false, false) => "disabled",
+        };
+        match &l.record {
+            Some(r) => println!(
+                "{} {state} (applied at {} by hotfix from {}; transition {}) {}",
+                s.name,
+                r.applied_at,
+                r.path.display(),
+                ms(r.transition_us),
+                r.description
+            ),
+            None => println!("{} {state} (not applied by hotfix)", s.name),
+        }
+        for o in &s.objects {
+            for f in &o.functions {
+                println!("  {}: {}", o.name, f);
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `hotfix revert NAME --kernel [--timeout T]` (NAME: a livepatch name or
+/// its `.ko` file).
+pub fn revert(name: &str, timeout: Option<Duration>, global: Global) -> anyhow::Result<u8> {
+    let name = kernel::patch_name(name)?;
+    let done = kernel::revert(&name, &options(timeout))?;
+    if global.json {
+        super::print_json(&done)?;
+    } else {
+        println!(
+            "reverted livepatch {} (transition {}; module removed)",
+            done.name,
+            ms(done.transition_us)
+        );
+    }
+    Ok(0)
+}
+
+/// `hotfix build --kernel --module-src DIR --diff FIX.patch -o NAME.ko
+/// [--headers DIR] [--replace] [--id NAME] [--description TEXT] [--keep]`.
+pub fn build(args: &super::build::BuildArgs, global: Global) -> anyhow::Result<u8> {
+    let (Some(diff), Some(output)) = (&args.diff, &args.output) else {
+        return Err(
+            super::UsageError("--kernel needs --diff FIX.patch and -o NAME.ko".into()).into(),
+        );
+    };
+    let headers = match &args.headers {
+        Some(h) => h.clone(),
+        None => {
+            let rel = kernel::running_release()?;
+            std::path::PathBuf::from(format!("/lib/modules/{rel}/build"))
+        }
+    };
+    let plan = patchgen::kernel::KlpPlan {
+        module_src: args.src.clone(),
+        diff: diff.clone(),
+        output: output.clone(),
+        headers,
+        name: args.id.clone(),
+        replace: args.replace,
+        description: args.description.clone(),
+        workdir: args.keep.then(|| {
+            let mut p = output.clone().into_os_string();
+            p.push(".work");
+            std::path::PathBuf::from(p)
+        }),
+    };
+    let out = patchgen::kernel::build_klp(&plan)?;
+    if global.json {
+        super::print_json(&out)?;
+        return Ok(0);
+    }
+    println!(
+        "{}: livepatch {} ({} bytes; builds {} ms, diff+link {} ms)",
+        out.output.display(),
+        out.name,
+        out.size,
+        out.build_ms,
+        out.link_ms
+    );
+    for f in &out.funcs {
+        println!("  replaces {}: {},{}", f.object, f.old_name, f.sympos);
+    }
+    for f in &out.new_funcs {
+        println!("  new function {f}");
+    }
+    for s in &out.klp_syms {
+        println!("  klp symbol {}", s.klp_name());
+    }
+    for (sec, f) in &out.dropped_special {
+        println!("  dropped {sec} entry of {f} (see docs/kernel.md)");
+    }
+    Ok(0)
+}
