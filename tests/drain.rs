@@ -113,3 +113,40 @@ fn drain_from_a_missing_socket_names_it_and_exits_1() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["vms"][0]["ok"], false);
 }
+
+#[test]
+fn host_apply_with_unequal_vm_and_peer_counts_is_a_usage_error() {
+    let out = hotfix()
+        .args([
+            "host",
+            "apply",
+            "/nonexistent/p.hfx",
+            "--plan",
+            "--vm",
+            "/nonexistent/a.qmp",
+        ])
+        .args(["--peer", "/nonexistent/b.qmp", "/nonexistent/c.qmp"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1 VM(s) but 2 peer destination(s)"), "{err}");
+}
+
+#[test]
+fn host_apply_plan_of_a_file_that_is_no_patch_names_it_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.hfx");
+    std::fs::write(&junk, "not a patch").unwrap();
+    let out = hotfix()
+        .args(["host", "apply", "--plan"])
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("patch {}: neither a hotfix patch", junk.display())),
+        "{err}"
+    );
+}

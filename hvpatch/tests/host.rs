@@ -130,6 +130,8 @@ fn live_patch_then_unsafe_patch_drains_the_vm_and_updates_the_host() {
     let mut f = fixture();
     let src = lab.vm("src", false, "");
     let dst = lab.vm("dst", true, "");
+    // The updated host's fresh VMM, waiting for the VM to come back.
+    let back = lab.vm("back", true, "");
     src.wait_counter(50, common::BOOT);
     let marker = lab.dir.path().join("updated");
     let mut s = spec(
@@ -139,6 +141,7 @@ fn live_patch_then_unsafe_patch_drains_the_vm_and_updates_the_host() {
         &[&dst.qmp],
     );
     s.update = Some(format!("echo updated > {}", marker.display()));
+    s.back = vec![back.qmp.clone()];
     let logp = lab.dir.path().join("audit/audit.jsonl");
     let plan = host::plan(&s).unwrap();
     let mut log = audit::Log::open(&logp).unwrap();
@@ -155,20 +158,29 @@ fn live_patch_then_unsafe_patch_drains_the_vm_and_updates_the_host() {
             ("apply-live", "ok"),
             ("apply-live", "unsafe"),
             ("drain", "ok"),
-            ("update", "ok")
+            ("update", "ok"),
+            ("bring-back", "ok")
         ]
     );
+    assert_eq!(out.migrations.len(), 2);
     // The live patch is in; the unsafe one changed nothing.
     assert_eq!(f.target.call(5), 22);
     let s0 = f.target.status("stuck_spins");
     assert!(wait_until(5, || f.target.status("stuck_spins") > s0));
     // The VM moved with its counter intact; the host was updated.
     assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "updated");
-    let before = std::fs::read(&src.console).unwrap();
-    let last = *counters(&before).last().unwrap();
-    dst.wait_counter(last + 20, common::AFTER);
-    let joined = [before, std::fs::read(&dst.console).unwrap()].concat();
-    assert_consecutive(&counters(&joined), "source + destination console");
+    // The VM went to the peer and came back, its counter intact throughout.
+    let on_src = std::fs::read(&src.console).unwrap();
+    let on_peer = std::fs::read(&dst.console).unwrap();
+    assert!(!counters(&on_peer).is_empty(), "the guest ran on the peer");
+    let last = *counters(&[on_src.as_slice(), &on_peer].concat())
+        .last()
+        .unwrap();
+    back.wait_counter(last + 20, common::AFTER);
+    let joined = [on_src, on_peer, std::fs::read(&back.console).unwrap()].concat();
+    assert_consecutive(&counters(&joined), "source + peer + back consoles");
+    let mut q = hvpatch::qmp::Qmp::connect(&back.qmp).unwrap();
+    assert_eq!(q.query_status().unwrap().status, "running");
     // Every step is in the audit log, with who, when, patch hash and result.
     let recs = audit::read(&logp).unwrap();
     let steps: Vec<(&str, &str)> = recs
@@ -183,6 +195,7 @@ fn live_patch_then_unsafe_patch_drains_the_vm_and_updates_the_host() {
             ("apply-live", "unsafe"),
             ("drain", "ok"),
             ("update", "ok"),
+            ("bring-back", "ok"),
             ("done", "ok")
         ]
     );
