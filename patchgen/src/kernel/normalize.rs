@@ -94,7 +94,10 @@ pub fn init_changes(orig: &ObjectFile, patched: &ObjectFile) -> Vec<Refusal> {
             .symbols
             .iter()
             .filter(|s| {
-                s.is_func()
+                // Functions there were retyped to STT_NOTYPE by `normalize`.
+                (s.is_func() || s.kind == elf::STT_NOTYPE.0)
+                    && !s.name.is_empty()
+                    && !s.name.starts_with(".L")
                     && s.section
                         .and_then(|i| patched.sec(i))
                         .is_some_and(|sec| sec.name == name)
