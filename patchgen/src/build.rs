@@ -559,19 +559,29 @@ pub fn build(plan: &BuildPlan, events: &mut dyn FnMut(Event<'_>)) -> Result<Buil
         let fixdir = work.join("fixes").join(&hex_sha256(&diff_bytes)[..16]);
         let _ = fs::remove_dir_all(&fixdir);
         let mut pairs = Vec::new();
-        let linked: Option<BTreeSet<&str>> = orig
+        // The target's own objects: its link's inputs; when it also links
+        // archives (whose members the wrapper does not see), also every
+        // object no other program's link names (memcached-debug's objects
+        // are not memcached's).
+        let target_link = orig.links.iter().find(|l| l.output == orig.binary);
+        let others: BTreeSet<&str> = orig
             .links
             .iter()
-            .find(|l| l.output == orig.binary)
-            .filter(|l| !l.inputs.iter().any(|i| i.ends_with(".a")))
-            .map(|l| l.inputs.iter().map(String::as_str).collect());
+            .filter(|o| o.output != orig.binary)
+            .flat_map(|o| o.inputs.iter().map(String::as_str))
+            .collect();
+        let archives = target_link.is_some_and(|l| l.inputs.iter().any(|i| i.ends_with(".a")));
+        let keep = |r: &str| match target_link {
+            None => true,
+            Some(l) => l.inputs.iter().any(|i| i == r) || (archives && !others.contains(r)),
+        };
         let mut seen = BTreeSet::new();
         for l in &lines {
             let LogLine::Compile { output } = l else {
                 continue;
             };
             let r = rel(&tree, output);
-            if !seen.insert(r.clone()) || linked.as_ref().is_some_and(|s| !s.contains(r.as_str())) {
+            if !seen.insert(r.clone()) || !keep(&r) {
                 continue;
             }
             let (o, p) = (pristine.join(&r), tree.join(&r));
