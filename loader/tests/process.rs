@@ -84,9 +84,11 @@ fn hammer_64_threads_200_cycles() {
     let before = t.status("calls");
     let mut max_pause = 0;
     for i in 0..200 {
-        let a = loader::apply(t.pid, &patch, &opts(20)).unwrap_or_else(|e| panic_at(i, &e));
-        max_pause = max_pause.max(a.pause_us);
-        loader::revert(t.pid, "v2", &opts(20)).unwrap_or_else(|e| panic_at(i, &e));
+        let a = loader::apply(t.pid, &patch, &opts(20));
+        assert!(a.is_ok(), "cycle {i}: apply: {:?}", a.err());
+        max_pause = max_pause.max(a.map(|r| r.pause_us).unwrap_or(0));
+        let r = loader::revert(t.pid, "v2", &opts(20));
+        assert!(r.is_ok(), "cycle {i}: revert: {:?}", r.err());
     }
     assert!(t.alive(), "target crashed");
     let s = t.cmd("status");
@@ -97,12 +99,6 @@ fn hammer_64_threads_200_cycles() {
     );
     assert_eq!(t.call(5), 11);
     eprintln!("200 cycles with 64 hammer threads; max pause {max_pause} us");
-}
-
-fn panic_at(i: i32, e: &Error) -> loader::Report {
-    let msg = format!("cycle {i}: {e}");
-    assert!(msg.is_empty(), "{msg}");
-    unreachable!()
 }
 
 #[test]
@@ -497,4 +493,81 @@ fn stripped_binary_uses_debuginfo_found_by_build_id() {
     };
     loader::apply(t.pid, &patch, &with_dbg).expect("apply with debuginfo");
     assert_eq!(t.call(5), 5025);
+}
+
+#[test]
+fn signal_frame_is_unwound_and_interrupted_function_is_busy() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let patch = read_patch(&b.patch("victim_v2.c", &Spec::new("victim", &bin, &["victim"])));
+    let mut t = Running::start(&bin, &["--victim"]);
+    let mut tid = 0;
+    assert!(wait_until(5, || {
+        tid = field(&t.cmd("tids"), "victim");
+        tid > 0
+    }));
+    // SIGUSR1 to that thread: its handler never returns.
+    // SAFETY: plain system call with valid ids.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, t.pid, tid as i32, libc::SIGUSR1) };
+    assert_eq!(r, 0);
+    assert!(wait_until(5, || field(&t.cmd("tids"), "in_handler") == 1));
+    let proc = loader::target::Process::open(t.pid).expect("open");
+    let main = proc
+        .objects
+        .iter()
+        .find(|o| o.is_main)
+        .expect("main object");
+    let syms = main
+        .symbols(std::path::Path::new("/nonexistent"))
+        .expect("symbols");
+    let range = |name: &str| {
+        syms.symtab
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| (main.bias + s.value, main.bias + s.value + s.size))
+            .expect("symbol")
+    };
+    let victim = range("victim");
+    let handler = range("on_usr1");
+    let modules = proc
+        .objects
+        .iter()
+        .map(loader::check::Module::from_object)
+        .collect();
+    let mut u = loader::check::Unwinder::new(t.pid, modules);
+    let f = loader::freeze::freeze(t.pid).expect("freeze");
+    let th = f
+        .threads
+        .iter()
+        .find(|x| x.tid as i64 == tid)
+        .expect("victim thread")
+        .clone();
+    let (frames, complete) = u.unwind(&th.regs, &proc.maps);
+    let busy = u.check(
+        std::slice::from_ref(&th),
+        &proc.maps,
+        &[loader::check::BusyRange {
+            start: victim.0,
+            end: victim.1,
+            label: "victim".into(),
+        }],
+    );
+    drop(f);
+    assert!(
+        complete,
+        "unwind through the signal frame incomplete: {frames:x?}"
+    );
+    let pos = |r: (u64, u64)| frames.iter().position(|&pc| pc >= r.0 && pc <= r.1);
+    let (h, v) = (pos(handler), pos(victim));
+    assert!(
+        h.is_some() && v.is_some() && h < v,
+        "handler then victim expected: {frames:x?}"
+    );
+    let busy = busy.expect("victim is busy");
+    assert!(!busy.scanned, "found only by the conservative scan");
+    // And the apply refuses (status 3) and changes nothing.
+    let e = loader::apply(t.pid, &patch, &opts(1)).expect_err("busy");
+    assert_eq!(e.status(), Status::Unsafe, "{e}");
+    assert!(e.to_string().contains("on_usr1"), "{e}");
+    assert!(loader::list(t.pid).expect("list").is_empty());
 }

@@ -9,7 +9,7 @@
  * real-time signal handlers counting every signal and its value.
  *
  *   target [--hammer N] [--idle N] [--stuck] [--sleepy] [--spinner]
- *          [--blockers] [--signals] [--lib]
+ *          [--blockers] [--victim] [--lib]
  * Commands: call X | lib X | tls N | scale X | status | gap | resetgap |
  *           sigs | unblock | wake | poke | tids | quit
  */
@@ -43,7 +43,8 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static int woken;
 static int efd = -1;
-static atomic_int spinner_tid, stuck_tid;
+static atomic_int spinner_tid, stuck_tid, victim_tid, in_handler;
+static atomic_long victim_spins;
 
 /* The function the patches replace: old x*2+1, new x*3+7. */
 NOPATCH_INLINE int compute(int x) { return x * 2 + g_one; }
@@ -64,6 +65,25 @@ NOPATCH_INLINE int sleepy(void) {
     usleep(1000000);
     atomic_store(&sleepy_done, 1);
     return 1;
+}
+
+/* Interrupted by SIGUSR1, whose handler never returns: victim() stays on
+ * the stack below a signal frame. */
+NOPATCH_INLINE void victim(void) {
+    for (;;) atomic_fetch_add(&victim_spins, 1);
+}
+
+static void on_usr1(int sig) {
+    (void)sig;
+    atomic_store(&in_handler, 1);
+    for (;;) pause();
+}
+
+static void *victim_main(void *arg) {
+    (void)arg;
+    atomic_store(&victim_tid, gettid());
+    victim();
+    return NULL;
 }
 
 static void *hammer_main(void *arg) {
@@ -203,6 +223,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--stuck")) start(stuck_main, NULL);
         else if (!strcmp(argv[i], "--sleepy")) start(sleepy_main, NULL);
         else if (!strcmp(argv[i], "--spinner")) start(spinner_main, NULL);
+        else if (!strcmp(argv[i], "--victim")) {
+            signal(SIGUSR1, on_usr1);
+            start(victim_main, NULL);
+        }
         else if (!strcmp(argv[i], "--blockers")) {
             start(futex_main, NULL);
             start(sleep_main, NULL);
@@ -242,7 +266,8 @@ int main(int argc, char **argv) {
             uint64_t one = 1;
             printf("%s\n", write(efd, &one, 8) == 8 ? "ok" : "err");
         } else if (!strncmp(line, "tids", 4))
-            printf("spinner=%d stuck=%d\n", atomic_load(&spinner_tid), atomic_load(&stuck_tid));
+            printf("spinner=%d stuck=%d victim=%d in_handler=%d\n", atomic_load(&spinner_tid),
+                   atomic_load(&stuck_tid), atomic_load(&victim_tid), atomic_load(&in_handler));
         else if (!strncmp(line, "quit", 4)) { printf("bye\n"); return 0; }
         else printf("?\n");
     }
