@@ -175,20 +175,12 @@ impl<'a> Comparer<'a> {
         if o_len != p_len {
             return RangeDiff::Reloc(format!("size {o_len:#x} -> {p_len:#x}"));
         }
-        let in_range =
-            |r: &&Reloc, start: u64| r.offset >= start && r.offset < start.saturating_add(o_len);
         let orel: Vec<Reloc> = osec
-            .relocs
-            .iter()
-            .filter(|r| in_range(r, o_start))
-            .copied()
-            .collect();
+            .relocs_in(o_start, o_start.saturating_add(o_len))
+            .to_vec();
         let prel: Vec<Reloc> = psec
-            .relocs
-            .iter()
-            .filter(|r| in_range(r, p_start))
-            .copied()
-            .collect();
+            .relocs_in(p_start, p_start.saturating_add(p_len))
+            .to_vec();
         for (i, (ro, rp)) in orel.iter().zip(prel.iter()).enumerate() {
             let (oo, po) = (ro.offset - o_start, rp.offset - p_start);
             let (to, tp) = (self.orig.resolve(ro), self.patched.resolve(rp));

@@ -105,6 +105,14 @@ impl Section {
         ) || self.name.starts_with(".ctors")
             || self.name.starts_with(".dtors")
     }
+    /// The relocations whose place starts in `[start, end)` (binary search:
+    /// relocations are sorted by offset).
+    pub fn relocs_in(&self, start: u64, end: u64) -> &[Reloc] {
+        let lo = self.relocs.partition_point(|r| r.offset < start);
+        let hi = self.relocs.partition_point(|r| r.offset < end);
+        self.relocs.get(lo..hi.max(lo)).unwrap_or(&[])
+    }
+
     /// Bytes `[start, start+len)` of the contents, if present.
     pub fn bytes(&self, start: u64, len: u64) -> Option<&[u8]> {
         let s = usize::try_from(start).ok()?;
@@ -665,10 +673,9 @@ impl ObjectFile {
         let (start, end) = (sym.value, sym.value.saturating_add(sym.size));
         sym.section
             .and_then(|s| self.sections.get(s))
-            .map(|s| s.relocs.as_slice())
+            .map(|s| s.relocs_in(start, end))
             .unwrap_or(&[])
             .iter()
-            .filter(move |r| r.offset >= start && r.offset < end)
     }
 }
 

@@ -47,10 +47,12 @@ pub fn select(patched: &ObjectFile, funcs: &[usize]) -> Option<EhFrame> {
         ..Default::default()
     };
     let mut cie_at: HashMap<usize, usize> = HashMap::new();
+    // Relocations are sorted by offset (see `read`): range queries by
+    // binary search keep this linear in the section size.
     let relocs_in = |start: usize, end: usize| {
-        sec.relocs
-            .iter()
-            .filter(move |r| r.offset >= start as u64 && r.offset < end as u64)
+        let lo = sec.relocs.partition_point(|r| r.offset < start as u64);
+        let hi = sec.relocs.partition_point(|r| r.offset < end as u64);
+        sec.relocs.get(lo..hi.max(lo)).unwrap_or(&[]).iter()
     };
     let mut at = 0usize;
     while let Some(len) = u32_at(d, at) {
