@@ -87,9 +87,15 @@ impl Vm {
     }
 }
 
-/// Values of the `CTR n` lines of a console dump (other lines ignored).
+/// Values of the `CTR n` lines of a console dump (other lines ignored). A
+/// last line without its newline is still being written (the UART sends
+/// one byte at a time) and is left out.
 pub fn counters(console: &[u8]) -> Vec<u64> {
-    String::from_utf8_lossy(console)
+    let complete = match console.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &console[..=i],
+        None => &[],
+    };
+    String::from_utf8_lossy(complete)
         .lines()
         .filter_map(|l| l.trim_end_matches('\r').strip_prefix("CTR "))
         .map(|n| {
