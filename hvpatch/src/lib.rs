@@ -20,5 +20,7 @@ pub mod error;
 pub mod host;
 pub mod progress;
 pub mod qmp;
+mod sys;
+pub mod xen;
 
 pub use error::Error;

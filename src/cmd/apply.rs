@@ -23,6 +23,13 @@ pub struct Args {
     /// Apply a livepatch module (`NAME.ko`) to the running kernel instead.
     #[arg(long, conflicts_with_all = ["pid", "all"])]
     pub kernel: bool,
+    /// Apply a Xen live-patch payload (`NAME.livepatch`) to the running
+    /// hypervisor instead (run in Dom0; see docs/xen.md).
+    #[arg(long, conflicts_with_all = ["pid", "all", "kernel"])]
+    pub xen: bool,
+    /// With `--xen`: atomically replace every applied payload (Xen's REPLACE).
+    #[arg(long, requires = "xen")]
+    pub replace: bool,
     /// Patch every process mapping an object with the patch's build-id.
     #[arg(long)]
     pub all: bool,
@@ -67,6 +74,9 @@ pub fn describe(verb: &str, r: &loader::Report) -> String {
 
 /// Runs `hotfix apply`.
 pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
+    if args.xen {
+        return super::xen::apply(&args.patch, args.replace, args.timeout, global);
+    }
     if args.kernel {
         return super::kernel::apply(&args.patch, Some(args.timeout), global);
     }

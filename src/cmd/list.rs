@@ -6,8 +6,11 @@
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The process.
-    #[arg(long, required_unless_present = "kernel", conflicts_with = "kernel")]
+    #[arg(long, required_unless_present_any = ["kernel", "xen"], conflicts_with_all = ["kernel", "xen"])]
     pub pid: Option<i32>,
+    /// List the Xen hypervisor's live-patch payloads instead (run in Dom0).
+    #[arg(long, conflicts_with = "kernel")]
+    pub xen: bool,
     /// List the livepatches of the running kernel instead.
     #[arg(long)]
     pub kernel: bool,
@@ -15,6 +18,9 @@ pub struct Args {
 
 /// Runs `hotfix list`.
 pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
+    if args.xen {
+        return super::xen::list(global);
+    }
     let Some(pid) = args.pid else {
         return super::kernel::list(global);
     };

@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod kernel;
 pub mod list;
 pub mod revert;
+pub mod xen;
 
 /// Options shared by every subcommand.
 #[derive(Debug, Clone, Copy, clap::Args)]

@@ -13,8 +13,12 @@ pub struct Args {
     /// The patch id (see `hotfix list --pid PID`).
     pub id: String,
     /// The process.
-    #[arg(long, required_unless_present = "kernel", conflicts_with = "kernel")]
+    #[arg(long, required_unless_present_any = ["kernel", "xen"], conflicts_with_all = ["kernel", "xen"])]
     pub pid: Option<i32>,
+    /// Revert a Xen hypervisor payload instead (PATCH_ID: its name; only the
+    /// top of the applied stack), then unload it (run in Dom0).
+    #[arg(long, conflicts_with = "kernel")]
+    pub xen: bool,
     /// Revert a livepatch of the running kernel instead (PATCH_ID: its
     /// name or its `.ko` file).
     #[arg(long)]
@@ -30,6 +34,9 @@ pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
         timeout: args.timeout,
         ..loader::Options::default()
     };
+    if args.xen {
+        return super::xen::revert(&args.id, args.timeout, global);
+    }
     let Some(pid) = args.pid else {
         return super::kernel::revert(&args.id, Some(args.timeout), global);
     };
