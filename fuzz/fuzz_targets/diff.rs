@@ -14,7 +14,13 @@ fuzz_target!(|data: &[u8]| {
     let (orig, patched) = rest.split_at(cut);
     let _ = ObjectFile::parse(orig, "orig.o");
     let _ = ObjectFile::parse(patched, "patched.o");
-    if let Ok(report) = diff_objects(orig, "orig.o", patched, "patched.o", &DiffOptions::default()) {
+    if let Ok(report) = diff_objects(
+        orig,
+        "orig.o",
+        patched,
+        "patched.o",
+        &DiffOptions::default(),
+    ) {
         // A patch that was emitted must be readable as a patch.
         let _ = patchgen::format::read_meta(&report.patch);
         let _ = patchgen::inspect::inspect(&report.patch, std::path::Path::new("patch.o"));
