@@ -120,8 +120,18 @@ pub fn running_release() -> Result<String, Error> {
 fn wait_transition(sysfs: &Sysfs, name: &str, timeout: Duration) -> Result<bool, Error> {
     let start = Instant::now();
     loop {
-        if !sysfs.exists(name) || !sysfs.in_transition(name)? {
-            return Ok(true);
+        match sysfs.in_transition(name) {
+            Ok(false) => return Ok(true),
+            Ok(true) => {}
+            // A disabled patch's sysfs directory goes away (ENODEV/ENOENT
+            // while it is being removed): its transition is over.
+            Err(_) if !sysfs.exists(name) => return Ok(true),
+            Err(Error::Io { source, .. })
+                if matches!(source.raw_os_error(), Some(libc::ENODEV | libc::ENOENT)) =>
+            {
+                return Ok(true);
+            }
+            Err(e) => return Err(e),
         }
         if start.elapsed() >= timeout {
             return Ok(false);
@@ -255,7 +265,7 @@ pub fn apply(path: &Path, opts: &Options) -> Result<Applied, Error> {
     if !wait_transition(&opts.sysfs, &name, opts.timeout)? {
         // Tasks still unpatched (state 0) block an enable transition.
         let stalled = opts.sysfs.tasks_in_state(0);
-        tracing::warn!(patch = %name, "transition stalled; reversing");
+        tracing::info!(patch = %name, "transition stalled; reversing");
         opts.sysfs.set_enabled(&name, false)?;
         let grace = opts.timeout.max(Duration::from_secs(10));
         if !wait_transition(&opts.sysfs, &name, grace)? {
