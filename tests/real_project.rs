@@ -10,6 +10,11 @@
 //! before the fix, after it, and again after the revert. The second bug
 //! aborts the daemon (glibc detects the double free), which the test checks
 //! by the process's exit signal.
+//!
+//! Second project: memcached 1.6.18 (Debian source package, upstream tarball
+//! plus Debian's patches before the fixes) in proxy mode, 13 threads: the
+//! CVE-2023-46852 fix applied live and reverted, and the CVE-2023-46853 fix
+//! refused because it changes `struct mcp_parser_s`.
 
 use assert_cmd::Command;
 use std::os::unix::process::ExitStatusExt;
@@ -34,15 +39,15 @@ struct Fetched {
     binary: String,
 }
 
-fn fetch() -> Fetched {
+fn fetch(project: &str) -> Fetched {
     let out = std::process::Command::new(repo().join("scripts/real-project"))
-        .arg("fetch")
+        .args(["fetch", project])
         .stderr(Stdio::inherit())
         .output()
         .expect("run scripts/real-project fetch");
     assert!(
         out.status.success(),
-        "scripts/real-project fetch failed ({}): the test needs Debian's source package tinyproxy",
+        "scripts/real-project fetch failed ({}): the test needs Debian's source package {project}",
         out.status
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -133,10 +138,15 @@ fn tinyproxy(bin: &Path, dir: &Path, port: u16) -> Daemon {
 }
 
 fn probe(args: &[&str]) -> String {
-    let out = std::process::Command::new(repo().join("testkernels/real/tinyproxy/probe"))
-        .args(args)
-        .output()
-        .expect("run probe");
+    probe_of("tinyproxy", args)
+}
+
+fn probe_of(project: &str, args: &[&str]) -> String {
+    let out =
+        std::process::Command::new(repo().join("testkernels/real").join(project).join("probe"))
+            .args(args)
+            .output()
+            .expect("run probe");
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(out.status.success(), "probe {args:?} failed: {line}");
     line
@@ -156,7 +166,7 @@ fn two_upstream_fixes_are_built_and_applied_live_to_a_running_tinyproxy() {
             .is_ok_and(|s| s.success());
         assert!(found, "{tool} is missing: run scripts/setup");
     }
-    let f = fetch();
+    let f = fetch("tinyproxy");
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = dir.path().join("cache");
     let build = |extra: &[&str]| {
@@ -328,4 +338,95 @@ fn two_upstream_fixes_are_built_and_applied_live_to_a_running_tinyproxy() {
         Some(libc::SIGABRT),
         "the reverted tinyproxy should abort again"
     );
+}
+
+#[test]
+fn memcached_fix_applies_live_and_a_struct_changing_fix_is_refused() {
+    let f = fetch("memcached");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let build = |extra: &[&str]| {
+        let mut c = hotfix();
+        c.args(["--json", "build", "--src"])
+            .arg(&f.src)
+            .args(["--build", &f.build_cmd, "--binary", &f.binary, "--cache"])
+            .arg(&cache)
+            .args(extra);
+        c
+    };
+    let prep = json(&build(&["--prepare"]).assert().success());
+    let bin = PathBuf::from(prep["binary"].as_str().expect("binary path"));
+
+    let port = free_port();
+    let routes = repo().join("testkernels/real/memcached/routes.lua");
+    let mut mc = Daemon(
+        std::process::Command::new(&bin)
+            .args(["-u", "root", "-l", "127.0.0.1", "-U", "0", "-t", "4", "-p"])
+            .arg(port.to_string())
+            .arg("-o")
+            .arg(format!("proxy_config={}", routes.display()))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start memcached"),
+    );
+    wait_port(port, "memcached");
+    let p = port.to_string();
+    let probe = |what: &str| probe_of("memcached", &["multiget-prefix", &p]).starts_with(what);
+
+    assert!(
+        probe("VULNERABLE"),
+        "CVE-2023-46852 not visible before the fix"
+    );
+    let patch = dir.path().join("fix.hfx");
+    let b = json(
+        &build(&["--pid", &mc.pid(), "--id", "cve-2023-46852", "--diff"])
+            .arg(&f.fix1)
+            .arg("-o")
+            .arg(&patch)
+            .assert()
+            .success(),
+    );
+    let changed: Vec<&str> = b["build"]["meta"]["funcs"]
+        .as_array()
+        .expect("funcs")
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert_eq!(changed, ["proxy_process_command"], "{b}");
+    let a = json(
+        &hotfix()
+            .args(["--json", "apply"])
+            .arg(&patch)
+            .args(["--pid", &mc.pid()])
+            .assert()
+            .success(),
+    );
+    assert!(
+        a["threads"].as_u64().is_some_and(|t| t > 4),
+        "memcached's threads: {a}"
+    );
+    assert!(probe("SAFE"), "CVE-2023-46852 after apply");
+
+    // CVE-2023-46853 grows struct mcp_parser_s: refused, nothing written.
+    let refused_patch = dir.path().join("refused.hfx");
+    let refused = build(&["--pid", &mc.pid(), "--diff"])
+        .arg(&f.fix2)
+        .arg("-o")
+        .arg(&refused_patch)
+        .assert()
+        .code(1);
+    let err = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    assert!(
+        err.contains("struct mcp_parser_s") && err.contains("drain"),
+        "refusal should name the struct and the remedy: {err}"
+    );
+    assert!(!refused_patch.exists(), "a refused fix left a patch module");
+    assert!(probe("SAFE"), "the refusal disturbed the running fix");
+
+    hotfix()
+        .args(["revert", "cve-2023-46852", "--pid", &mc.pid()])
+        .assert()
+        .success();
+    assert!(probe("VULNERABLE"), "CVE-2023-46852 after revert");
+    assert!(mc.alive(), "memcached died");
 }
