@@ -518,14 +518,25 @@ impl Process {
         const TWO_G: u64 = 0x7fff_0000;
         let lo_bound = near.1.saturating_sub(TWO_G).max(0x10000);
         let hi_bound = near.0.saturating_add(TWO_G).min(0x7fff_ffff_f000);
-        let mut sorted: Vec<(u64, u64)> = self.maps.iter().map(|m| (m.start, m.end)).collect();
+        // Keep clear of the room the heap (brk) and the main stack grow into.
+        const HEAP_ROOM: u64 = 256 << 20;
+        const STACK_ROOM: u64 = 64 << 20;
+        let mut sorted: Vec<(u64, u64, &str)> = self
+            .maps
+            .iter()
+            .map(|m| (m.start, m.end, m.path.as_str()))
+            .collect();
         sorted.sort();
         let mut cands = Vec::new();
         let mut prev_end = lo_bound;
+        let mut prev_heap = false;
+        let end = (hi_bound, hi_bound, "");
         // Gaps, with one guard page on each side.
-        for &(s, e) in sorted.iter().chain(std::iter::once(&(hi_bound, hi_bound))) {
-            let gs = prev_end.max(lo_bound) + 0x1000;
-            let ge = s.min(hi_bound).saturating_sub(0x1000);
+        for &(s, e, path) in sorted.iter().chain(std::iter::once(&end)) {
+            let room_below = if prev_heap { HEAP_ROOM } else { 0 };
+            let room_above = if path == "[stack]" { STACK_ROOM } else { 0 };
+            let gs = prev_end.max(lo_bound) + 0x1000 + room_below;
+            let ge = s.min(hi_bound).saturating_sub(0x1000 + room_above);
             if ge > gs && ge - gs >= size {
                 // The end of the gap closest to the object.
                 let cand = if ge <= near.0 { ge - size } else { gs };
@@ -539,7 +550,10 @@ impl Process {
                     cands.push((dist, cand));
                 }
             }
-            prev_end = prev_end.max(e);
+            if e > prev_end {
+                prev_end = e;
+                prev_heap = path == "[heap]";
+            }
         }
         cands.sort();
         cands.get(skip).map(|c| c.1)
@@ -561,4 +575,49 @@ pub fn build_id_of(path: &Path) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(start: u64, end: u64, path: &str) -> Mapping {
+        Mapping {
+            start,
+            end,
+            perms: "r--p".into(),
+            offset: 0,
+            inode: 0,
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn free_range_is_near_and_clear_of_heap() {
+        let exe = (0x5555_0000_0000u64, 0x5555_0001_0000u64);
+        let heap = (0x5555_0100_0000u64, 0x5555_0110_0000u64);
+        let p = Process {
+            pid: 0,
+            maps: vec![
+                m(exe.0, exe.1, "/bin/x"),
+                m(heap.0, heap.1, "[heap]"),
+                m(0x7fff_0000_0000, 0x7fff_0002_0000, "[stack]"),
+            ],
+            objects: vec![],
+        };
+        for skip in 0..2 {
+            let a = p.free_range_near(exe, 0x3000, skip).unwrap_or(0);
+            assert!(a != 0 && a % 0x1000 == 0);
+            assert!(a + 0x3000 <= exe.0 + 0x7fff_0000 && a + 0x7fff_0000 >= exe.1);
+            let overlaps = p
+                .maps
+                .iter()
+                .any(|m| a < m.end + 0x1000 && a + 0x3000 + 0x1000 > m.start);
+            assert!(!overlaps, "{a:#x} touches a mapping");
+            assert!(
+                !(a >= heap.1 && a < heap.1 + (256 << 20)),
+                "{a:#x} is in the heap's room"
+            );
+        }
+    }
 }
