@@ -96,8 +96,18 @@ fn every_minivmm_fix_yields_exactly_its_functions() {
             &[],
             &[],
         ),
-        ("02-blk-register-bounds.patch", &["blk_mmio_write"], &[], &[]),
-        ("04-request-uaf-reference.patch", &["blk_request_complete", "blk_request_start"], &[], &[]),
+        (
+            "02-blk-register-bounds.patch",
+            &["blk_mmio_write"],
+            &[],
+            &[],
+        ),
+        (
+            "04-request-uaf-reference.patch",
+            &["blk_request_complete", "blk_request_start"],
+            &[],
+            &[],
+        ),
         (
             "05-pci-hide-mgmt-new-helper.patch",
             &["pio_in"],
@@ -115,7 +125,9 @@ fn every_minivmm_fix_yields_exactly_its_functions() {
         // The original build is made once and reused by every later fix.
         assert_eq!(v["build"]["original_cached"], !first, "{diff}");
         first = false;
-        let build_id = v["build"]["meta"]["targets"][0]["build_id"].as_str().unwrap_or("");
+        let build_id = v["build"]["meta"]["targets"][0]["build_id"]
+            .as_str()
+            .unwrap_or("");
         assert_eq!(build_id.len(), 40, "{diff}: target build-id stamped");
         // Only devices.c or lapic.c was recompiled; the others are untouched.
         let objs = v["build"]["objects"].as_array().map(Vec::len).unwrap_or(0);
@@ -123,8 +135,14 @@ fn every_minivmm_fix_yields_exactly_its_functions() {
     }
     // The DMA fix changes blk_dma_submit (and its inlined copy in
     // blk_mmio_write when gcc inlines it).
-    let v = json(&t.build(&fix("03-dma-length-overflow.patch"), "p.hfx").success());
-    assert!(names(&v, "funcs").contains(&"blk_dma_submit".to_string()), "{v}");
+    let v = json(
+        &t.build(&fix("03-dma-length-overflow.patch"), "p.hfx")
+            .success(),
+    );
+    assert!(
+        names(&v, "funcs").contains(&"blk_dma_submit".to_string()),
+        "{v}"
+    );
 }
 
 #[test]
@@ -137,13 +155,26 @@ fn header_change_yields_only_the_functions_that_changed() {
     )
     .expect("write diff");
     let v = json(&t.build(&diff, "h.hfx").success());
-    let objects = v["build"]["objects"].as_array().cloned().unwrap_or_default();
-    assert_eq!(objects.len(), 5, "every object including the header recompiles: {v}");
-    let changed: Vec<_> = objects.iter().filter(|o| o["result"] == "changed").collect();
+    let objects = v["build"]["objects"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        objects.len(),
+        5,
+        "every object including the header recompiles: {v}"
+    );
+    let changed: Vec<_> = objects
+        .iter()
+        .filter(|o| o["result"] == "changed")
+        .collect();
     assert_eq!(changed.len(), 1, "{v}");
     assert_eq!(changed[0]["object"], "src/devices.o");
     // blkdev_put is inlined into blk_unplug: the caller changes with it.
-    assert_eq!(names(&v, "funcs"), vec!["blk_unplug".to_string(), "blkdev_put".to_string()]);
+    assert_eq!(
+        names(&v, "funcs"),
+        vec!["blk_unplug".to_string(), "blkdev_put".to_string()]
+    );
 }
 
 #[test]
@@ -206,7 +237,14 @@ fn prepare_gives_the_binary_whose_build_id_patches_carry() {
     let t = Tree::new();
     let a = Command::cargo_bin("hotfix")
         .expect("hotfix")
-        .args(["--json", "build", "--prepare", "--binary", "minivmm", "--src"])
+        .args([
+            "--json",
+            "build",
+            "--prepare",
+            "--binary",
+            "minivmm",
+            "--src",
+        ])
         .arg(t.src())
         .arg("--cache")
         .arg(t.cache())
@@ -215,12 +253,18 @@ fn prepare_gives_the_binary_whose_build_id_patches_carry() {
     let v: serde_json::Value = serde_json::from_slice(&a.get_output().stdout).expect("json");
     let bin = PathBuf::from(v["binary"].as_str().expect("binary"));
     assert!(bin.is_file());
-    let p = json(&t.build(&fix("02-blk-register-bounds.patch"), "p.hfx").success());
+    let p = json(
+        &t.build(&fix("02-blk-register-bounds.patch"), "p.hfx")
+            .success(),
+    );
     assert_eq!(p["build"]["meta"]["targets"][0]["build_id"], v["build_id"]);
     // A diff that does not apply is a clear error.
     let bad = t.dir.path().join("bad.patch");
-    std::fs::write(&bad, "--- a/src/nothere.c\n+++ b/src/nothere.c\n@@ -1 +1 @@\n-a\n+b\n")
-        .expect("write");
+    std::fs::write(
+        &bad,
+        "--- a/src/nothere.c\n+++ b/src/nothere.c\n@@ -1 +1 @@\n-a\n+b\n",
+    )
+    .expect("write");
     let a = t.build(&bad, "b.hfx").failure().code(1);
     let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
     assert!(err.contains("does not apply"), "{err}");

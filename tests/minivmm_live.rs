@@ -38,7 +38,11 @@ impl Vmm {
             .expect("start minivmm");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !sock.exists() {
-            assert!(Instant::now() < deadline, "minivmm did not open {}", sock.display());
+            assert!(
+                Instant::now() < deadline,
+                "minivmm did not open {}",
+                sock.display()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let ctl = bin.with_file_name("minivmmctl");
@@ -76,11 +80,21 @@ fn each_fix_is_built_and_applied_live_to_a_running_minivmm() {
         .status()
         .expect("cp");
     assert!(st.success());
-    let _ = std::process::Command::new("make").args(["-s", "clean"]).current_dir(&src).status();
+    let _ = std::process::Command::new("make")
+        .args(["-s", "clean"])
+        .current_dir(&src)
+        .status();
     let cache = dir.path().join("cache");
     // The patch-ready original build: the binary a host would run.
     let out = hotfix()
-        .args(["--json", "build", "--prepare", "--binary", "minivmm", "--src"])
+        .args([
+            "--json",
+            "build",
+            "--prepare",
+            "--binary",
+            "minivmm",
+            "--src",
+        ])
         .arg(&src)
         .arg("--cache")
         .arg(&cache)
@@ -97,7 +111,10 @@ fn each_fix_is_built_and_applied_live_to_a_running_minivmm() {
         ("05-pci-hide-mgmt-new-helper", "pcimgmt"),
     ] {
         let vmm = Vmm::start(&bin, dir.path(), fix);
-        assert!(vmm.ctl(&format!("probe {probe}")).starts_with("VULNERABLE"), "{fix}: bug not visible before");
+        assert!(
+            vmm.ctl(&format!("probe {probe}")).starts_with("VULNERABLE"),
+            "{fix}: bug not visible before"
+        );
         let patch = dir.path().join(format!("{fix}.hfx"));
         hotfix()
             .args(["build", "--binary", "minivmm", "--src"])
@@ -124,11 +141,23 @@ fn each_fix_is_built_and_applied_live_to_a_running_minivmm() {
         // The vCPUs kept taking exits across the patch.
         std::thread::sleep(Duration::from_millis(50));
         assert!(vmm.exits() > before, "{fix}: vCPUs stopped");
-        let list = hotfix().args(["list", "--pid", &vmm.pid()]).assert().success();
-        assert!(String::from_utf8_lossy(&list.get_output().stdout).contains(fix), "{fix}: not listed");
-        hotfix().args(["revert", fix, "--pid", &vmm.pid()]).assert().success();
+        let list = hotfix()
+            .args(["list", "--pid", &vmm.pid()])
+            .assert()
+            .success();
+        assert!(
+            String::from_utf8_lossy(&list.get_output().stdout).contains(fix),
+            "{fix}: not listed"
+        );
+        hotfix()
+            .args(["revert", fix, "--pid", &vmm.pid()])
+            .assert()
+            .success();
         let again = vmm.ctl(&format!("probe {probe}"));
-        assert!(again.starts_with("VULNERABLE"), "{fix}: after revert: {again}");
+        assert!(
+            again.starts_with("VULNERABLE"),
+            "{fix}: after revert: {again}"
+        );
         assert_eq!(vmm.ctl("quit"), "bye");
     }
 }

@@ -332,8 +332,13 @@ fn run_build(
     let text = fs::read_to_string(&cc_log).unwrap_or_default();
     let mut lines = Vec::new();
     for l in text.lines() {
-        let rec: LogLine = serde_json::from_str(l)
-            .map_err(|e| step_err(step, format!("bad wrapper record {l:?}: {e}"), Some(&cc_log)))?;
+        let rec: LogLine = serde_json::from_str(l).map_err(|e| {
+            step_err(
+                step,
+                format!("bad wrapper record {l:?}: {e}"),
+                Some(&cc_log),
+            )
+        })?;
         lines.push(rec);
     }
     Ok(lines)
@@ -409,7 +414,10 @@ fn original(
         && orig.fingerprint == fp
         && orig.build_cmd == plan.build_cmd
         && tree.join(&orig.binary).is_file()
-        && plan.binary.as_ref().is_none_or(|b| Path::new(&orig.binary) == b)
+        && plan
+            .binary
+            .as_ref()
+            .is_none_or(|b| Path::new(&orig.binary) == b)
     {
         return Ok((orig, true, 0.0));
     }
@@ -447,7 +455,11 @@ fn original(
         None => {
             let outs: BTreeSet<&str> = links.iter().map(|l| l.output.as_str()).collect();
             match outs.len() {
-                1 => outs.iter().next().map(|s| s.to_string()).unwrap_or_default(),
+                1 => outs
+                    .iter()
+                    .next()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
                 0 => {
                     return Err(step_err(
                         "original build",
@@ -473,7 +485,10 @@ fn original(
     let build_id = build_id_of(&data).ok_or_else(|| {
         step_err(
             "original build",
-            format!("{} has no GNU build-id note (link with --build-id)", bin_path.display()),
+            format!(
+                "{} has no GNU build-id note (link with --build-id)",
+                bin_path.display()
+            ),
             None,
         )
     })?;
@@ -585,7 +600,10 @@ pub fn build(plan: &BuildPlan, events: &mut dyn FnMut(Event<'_>)) -> Result<Buil
                 continue;
             }
             let (o, p) = (pristine.join(&r), tree.join(&r));
-            let (od, pd) = (fixdir.join("orig").join(&r), fixdir.join("patched").join(&r));
+            let (od, pd) = (
+                fixdir.join("orig").join(&r),
+                fixdir.join("patched").join(&r),
+            );
             for (from, to) in [(&o, &od), (&p, &pd)] {
                 if let Some(parent) = to.parent() {
                     fs::create_dir_all(parent).map_err(io(parent))?;
@@ -699,7 +717,13 @@ fn default_id(diff: &Path) -> String {
         .unwrap_or_else(|| "fix".into());
     let id: String = stem
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     if id.is_empty() { "fix".into() } else { id }
 }
@@ -761,13 +785,21 @@ fn merge(
         for mut f in m.funcs.iter().cloned() {
             f.target = 0;
             if !defined.insert(f.new_symbol.clone()) {
-                return Err(step_err("link", format!("{obj}: symbol {} is defined by two objects", f.new_symbol), None));
+                return Err(step_err(
+                    "link",
+                    format!("{obj}: symbol {} is defined by two objects", f.new_symbol),
+                    None,
+                ));
             }
             meta.funcs.push(f);
         }
         for n in m.new_funcs.iter().chain(&m.new_data) {
             if !defined.insert(n.clone()) {
-                return Err(step_err("link", format!("{obj}: symbol {n} is defined by two objects"), None));
+                return Err(step_err(
+                    "link",
+                    format!("{obj}: symbol {n} is defined by two objects"),
+                    None,
+                ));
             }
         }
         meta.new_funcs.extend(m.new_funcs.iter().cloned());
@@ -779,7 +811,10 @@ fn merge(
                 Some(prev) if *prev != r => {
                     return Err(step_err(
                         "link",
-                        format!("{obj}: reference {} resolves differently in two objects", r.symbol),
+                        format!(
+                            "{obj}: reference {} resolves differently in two objects",
+                            r.symbol
+                        ),
                         None,
                     ));
                 }
@@ -790,7 +825,10 @@ fn merge(
         }
     }
     // A symbol one object defines is not a reference for the merged patch.
-    meta.refs = refs.into_values().filter(|r| !defined.contains(&r.symbol)).collect();
+    meta.refs = refs
+        .into_values()
+        .filter(|r| !defined.contains(&r.symbol))
+        .collect();
     let dir = work.join("link");
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -798,7 +836,13 @@ fn merge(
     for (i, (_, bytes, _)) in parts.iter().enumerate() {
         let p = dir.join(format!("part{i}.o"));
         fs::write(&p, bytes).map_err(io(&p))?;
-        run_tool("objcopy", &[OsString::from("--remove-section=.hotfix.meta"), p.clone().into()])?;
+        run_tool(
+            "objcopy",
+            &[
+                OsString::from("--remove-section=.hotfix.meta"),
+                p.clone().into(),
+            ],
+        )?;
         inputs.push(p);
     }
     let linked = dir.join("linked.o");
@@ -826,7 +870,11 @@ fn merge(
         source,
     })?;
     if back != meta {
-        return Err(step_err("link", "merged metadata does not read back identically", None));
+        return Err(step_err(
+            "link",
+            "merged metadata does not read back identically",
+            None,
+        ));
     }
     Ok((bytes, meta))
 }
@@ -839,7 +887,10 @@ fn run_tool(tool: &str, args: &[OsString]) -> Result<(), Error> {
     if !out.status.success() {
         return Err(step_err(
             "link",
-            format!("{tool} failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            format!(
+                "{tool} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
             None,
         ));
     }
@@ -851,7 +902,10 @@ fn run_tool(tool: &str, args: &[OsString]) -> Result<(), Error> {
 /// Returns the compiler's exit code.
 pub fn wrapper_main(args: &[OsString]) -> Result<i32, Error> {
     let real = std::env::var_os(ENV_REAL_CC).unwrap_or_else(|| "gcc".into());
-    let strs: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let strs: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let has = |f: &str| strs.iter().any(|a| a == f);
     let compile = has("-c") && !has("-E") && !has("-S") && !has("-M") && !has("-MM");
     let mut full: Vec<OsString> = args.to_vec();
@@ -862,10 +916,13 @@ pub fn wrapper_main(args: &[OsString]) -> Result<i32, Error> {
             }
         }
     }
-    let status = Command::new(&real)
-        .args(&full)
-        .status()
-        .map_err(|e| step_err("compiler wrapper", format!("cannot run {}: {e}", Path::new(&real).display()), None))?;
+    let status = Command::new(&real).args(&full).status().map_err(|e| {
+        step_err(
+            "compiler wrapper",
+            format!("cannot run {}: {e}", Path::new(&real).display()),
+            None,
+        )
+    })?;
     let code = status.code().unwrap_or(1);
     if code != 0 {
         return Ok(code);
@@ -879,25 +936,42 @@ pub fn wrapper_main(args: &[OsString]) -> Result<i32, Error> {
         .iter()
         .position(|a| a == "-o")
         .and_then(|i| strs.get(i + 1).cloned())
-        .or_else(|| strs.iter().find_map(|a| a.strip_prefix("-o").filter(|s| !s.is_empty()).map(String::from)));
+        .or_else(|| {
+            strs.iter().find_map(|a| {
+                a.strip_prefix("-o")
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+            })
+        });
     let mut records = Vec::new();
     if compile {
         match output {
             Some(o) => records.push(LogLine::Compile { output: abs(&o) }),
             None => {
                 for src in strs.iter().filter(|a| is_source(a)) {
-                    let stem = Path::new(src).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                    records.push(LogLine::Compile { output: abs(&format!("{stem}.o")) });
+                    let stem = Path::new(src)
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    records.push(LogLine::Compile {
+                        output: abs(&format!("{stem}.o")),
+                    });
                 }
             }
         }
-    } else if !has("-E") && !has("-S") && let Some(o) = output {
+    } else if !has("-E")
+        && !has("-S")
+        && let Some(o) = output
+    {
         let inputs = strs
             .iter()
             .filter(|a| !a.starts_with('-') && (a.ends_with(".o") || a.ends_with(".a")))
             .map(|a| abs(a))
             .collect();
-        records.push(LogLine::Link { output: abs(&o), inputs });
+        records.push(LogLine::Link {
+            output: abs(&o),
+            inputs,
+        });
     }
     let mut f = fs::OpenOptions::new()
         .create(true)
@@ -913,7 +987,10 @@ pub fn wrapper_main(args: &[OsString]) -> Result<i32, Error> {
 }
 
 fn is_source(a: &str) -> bool {
-    [".c", ".cc", ".cpp", ".cxx", ".s", ".S"].iter().any(|e| a.ends_with(e)) && !a.starts_with('-')
+    [".c", ".cc", ".cpp", ".cxx", ".s", ".S"]
+        .iter()
+        .any(|e| a.ends_with(e))
+        && !a.starts_with('-')
 }
 
 /// Why a running binary's build-id differs from the original build's: the

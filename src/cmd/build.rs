@@ -27,7 +27,12 @@ pub struct BuildArgs {
     #[arg(long, value_name = "PATH-IN-TREE")]
     pub binary: Option<PathBuf>,
     /// Where to write the patch module.
-    #[arg(short, long, value_name = "NAME.hfx", required_unless_present = "prepare")]
+    #[arg(
+        short,
+        long,
+        value_name = "NAME.hfx",
+        required_unless_present = "prepare"
+    )]
     pub output: Option<PathBuf>,
     /// Patch id (default: the diff's file name without extension).
     #[arg(long)]
@@ -69,7 +74,9 @@ fn default_cache() -> PathBuf {
     if let Some(c) = std::env::var_os("HOTFIX_CACHE") {
         return PathBuf::from(c).join("build");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/tmp".into());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/tmp".into());
     home.join(".cache/hotfix/build")
 }
 
@@ -148,8 +155,16 @@ pub fn run(args: BuildArgs, g: Global) -> anyhow::Result<u8> {
             "{}: patch {} for {} (build-id {}), {} bytes",
             output.display(),
             out.meta.id,
-            out.meta.targets.first().map(|t| t.name.as_str()).unwrap_or("?"),
-            out.meta.targets.first().map(|t| t.build_id.as_str()).unwrap_or("?"),
+            out.meta
+                .targets
+                .first()
+                .map(|t| t.name.as_str())
+                .unwrap_or("?"),
+            out.meta
+                .targets
+                .first()
+                .map(|t| t.build_id.as_str())
+                .unwrap_or("?"),
             out.patch.len()
         );
         for o in &out.objects {
@@ -166,7 +181,11 @@ pub fn run(args: BuildArgs, g: Global) -> anyhow::Result<u8> {
         }
         println!(
             "original build {} ({:.2} s), patched build {:.2} s, diff+link {:.3} s",
-            if out.original_cached { "cached" } else { "built" },
+            if out.original_cached {
+                "cached"
+            } else {
+                "built"
+            },
             out.original_secs,
             out.patched_secs,
             out.diff_secs
