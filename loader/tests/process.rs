@@ -131,7 +131,16 @@ fn function_leaving_the_stack_soon_succeeds_after_retries() {
     let patch = read_patch(&b.patch("sleepy_v2.c", &Spec::new("sleepy", &bin, &["sleepy"])));
     let mut t = Running::start(&bin, &["--sleepy"]);
     assert_eq!(t.status("sleepy_done"), 0);
-    let rep = loader::apply(t.pid, &patch, &opts(10)).expect("apply after retries");
+    // sleepy() leaves the stack 300 ms into the apply.
+    let mut input = t.stdin_handle();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        use std::io::Write;
+        writeln!(input, "release").expect("write release");
+    });
+    let rep = loader::apply(t.pid, &patch, &opts(20)).expect("apply after retries");
+    releaser.join().expect("releaser");
+    assert_eq!(t.line(), "ok");
     assert!(
         rep.attempts > 1,
         "sleepy was on the stack: expected retries, got {}",

@@ -11,7 +11,7 @@
  *   target [--hammer N] [--idle N] [--stuck] [--sleepy] [--spinner]
  *          [--blockers] [--victim] [--lib]
  * Commands: call X | lib X | tls N | scale X | status | gap | resetgap |
- *           sigs | unblock | wake | poke | tids | quit
+ *           sigs | unblock | wake | poke | tids | release | quit
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -60,9 +60,10 @@ NOPATCH_INLINE void stuck(void) {
     }
 }
 
-/* On a stack for about a second, then never again. */
+/* On a stack until the "release" command, then never again. */
+static atomic_int sleepy_release;
 NOPATCH_INLINE int sleepy(void) {
-    usleep(1000000);
+    while (!atomic_load(&sleepy_release)) usleep(10000);
     atomic_store(&sleepy_done, 1);
     return 1;
 }
@@ -268,6 +269,7 @@ int main(int argc, char **argv) {
         } else if (!strncmp(line, "tids", 4))
             printf("spinner=%d stuck=%d victim=%d in_handler=%d\n", atomic_load(&spinner_tid),
                    atomic_load(&stuck_tid), atomic_load(&victim_tid), atomic_load(&in_handler));
+        else if (!strncmp(line, "release", 7)) { atomic_store(&sleepy_release, 1); printf("ok\n"); }
         else if (!strncmp(line, "quit", 4)) { printf("bye\n"); return 0; }
         else printf("?\n");
     }

@@ -315,7 +315,14 @@ impl Running {
         r
     }
 
-    fn line(&mut self) -> String {
+    /// A second handle on the target's stdin (for another thread).
+    pub fn stdin_handle(&self) -> std::fs::File {
+        use std::os::fd::AsFd;
+        std::fs::File::from(self.stdin.as_fd().try_clone_to_owned().expect("dup stdin"))
+    }
+
+    /// Reads one reply line.
+    pub fn line(&mut self) -> String {
         let mut s = String::new();
         self.stdout.read_line(&mut s).expect("read target stdout");
         s.trim().to_string()
