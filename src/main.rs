@@ -110,9 +110,6 @@ fn status_of(e: &anyhow::Error) -> patchgen::Status {
         if let Some(err) = cause.downcast_ref::<loader::Error>() {
             return err.status();
         }
-        if let Some(err) = cause.downcast_ref::<hvpatch::xen::Error>() {
-            return err.status();
-        }
         if let Some(s) = cause.downcast_ref::<cmd::UsageError>() {
             let _ = s;
             return patchgen::Status::Usage;

@@ -70,11 +70,10 @@ pub enum Error {
         /// The state(s) expected.
         expected: String,
     },
-    /// A migration failed, timed out or was cancelled. It was cancelled and
-    /// the VM checked on the source.
-    #[error(
-        "drain of VM {vm} to {dest} failed: {reason}; migration cancelled, VM is {source_status} on the source"
-    )]
+    /// A migration failed, timed out, or the destination did not take over.
+    /// The migration was cancelled (or had completed, see `reason`) and the
+    /// VM's state on the source checked.
+    #[error("drain of VM {vm} to {dest} failed: {reason}; VM is {source_status} on the source")]
     Migration {
         /// The source QMP socket (the VM).
         vm: PathBuf,
@@ -136,6 +135,10 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A Xen hypervisor live-patch operation failed ([`crate::xen`]); the
+    /// inner error names the payload and the hypercall.
+    #[error(transparent)]
+    Xen(#[from] crate::xen::Error),
     /// Inconsistent request (for example more VMs than destinations).
     #[error("{0}")]
     Usage(String),
@@ -148,6 +151,7 @@ impl Error {
             Error::Usage(_) => Status::Usage,
             Error::NoTarget { .. } => Status::Mismatch,
             Error::Live { source, .. } => source.status(),
+            Error::Xen(e) => e.status(),
             _ => Status::Error,
         }
     }

@@ -143,6 +143,16 @@ impl Transcript {
             .unwrap_or_else(|e| panic!("step {name}: {e}:\n{out}"))
     }
 
+    /// The hypervisor's own console timestamp (s, `console_timestamps=boot`)
+    /// of the first line containing `needle`.
+    fn xen_time(&self, needle: &str) -> f64 {
+        self.log
+            .lines()
+            .filter(|l| l.starts_with("(XEN) [") && l.contains(needle))
+            .find_map(|l| l[7..].split(']').next()?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no Xen console line with {needle:?}"))
+    }
+
     fn extra(&self, label: &str) -> String {
         let tag = format!("@@EXTRA {label} ");
         self.log
@@ -254,7 +264,7 @@ fn xen_payload_life_cycle_through_hotfix() {
         "test host failed ({status}); console:\n{log}"
     );
     eprintln!(
-        "test host cycle (boot, 24 steps, poweroff): {:.1} s",
+        "test host cycle (boot, 25 steps, poweroff): {:.1} s",
         cycle.as_secs_f64()
     );
     let t = Transcript { log };
@@ -290,6 +300,14 @@ fn xen_payload_life_cycle_through_hotfix() {
     );
     let out = t.expect("bye-without-hello", 4);
     assert!(out.contains(".livepatch.depends"), "{out}");
+    // Xen given 1 ns to stop the CPUs fails the apply with EBUSY; with no
+    // retry budget left hotfix says "unsafe now" (3) and unloads the payload.
+    let out = t.expect("quiesce-unsafe", 3);
+    assert!(
+        out.contains("unsafe now") && out.contains("nothing changed"),
+        "{out}"
+    );
+    assert!(t.log.contains("xen_hello_world: Timed out on semaphore"));
     assert_eq!(t.extra("after-refusals"), original);
     assert_eq!(
         t.json("list-after-refusals")["payloads"],
@@ -350,6 +368,24 @@ fn xen_payload_life_cycle_through_hotfix() {
     );
     assert_eq!(t.json("list-end")["payloads"], serde_json::json!([]));
     assert_eq!(t.extra("end"), original);
+
+    // The hypervisor's own log agrees, and gives its own timing.
+    for (name, action, start) in [
+        ("xen_hello_world", "APPLY", "xen_hello_world: Applying"),
+        ("xen_bye_world", "APPLY", "xen_bye_world: Applying"),
+        ("xen_bye_world", "REVERT", "xen_bye_world: Reverting"),
+        ("xen_replace_world", "REPLACE", "xen_hello_world: Reverting"),
+        ("xen_expectations", "APPLY", "xen_expectations: Applying"),
+    ] {
+        let done = t.xen_time(&format!("livepatch: {name} finished {action} with rc=0"));
+        let ms = (done - t.xen_time(start)) * 1000.0;
+        assert!(ms >= 0.0, "{name} {action}: finished before it started?");
+        eprintln!("Xen console: {name} {action} took {ms:.3} ms (stop-the-world part)");
+    }
+    assert!(
+        t.log
+            .contains("xen_hello_world: can't unload. Top is xen_bye_world")
+    );
 }
 
 /// The byte offsets of `hvpatch::xen::abi` against the test hypervisor's own

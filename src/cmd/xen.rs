@@ -11,11 +11,19 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::Duration;
 
+/// Environment variable: the quiesce timeout (ns) Xen gets for the first
+/// attempt of an action (default: Xen's own, 30 ms). Tests set it tiny to
+/// make Xen fail to stop the CPUs and check the "unsafe now" path.
+pub const QUIESCE_ENV: &str = "HOTFIX_XEN_QUIESCE_NS";
+
 fn options(replace: bool, wait: Duration) -> Options {
     Options {
         replace,
         wait,
-        ..Options::default()
+        xen_timeout_ns: std::env::var(QUIESCE_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
     }
 }
 
@@ -44,8 +52,8 @@ pub fn apply(
     wait: Duration,
     global: super::Global,
 ) -> anyhow::Result<u8> {
-    let hv = Hypervisor::open()?;
-    let o = xen::apply(&hv, patch, options(replace, wait))?;
+    let hv = Hypervisor::open().map_err(hvpatch::Error::from)?;
+    let o = xen::apply(&hv, patch, options(replace, wait)).map_err(hvpatch::Error::from)?;
     if global.json {
         super::print_json(&o)?;
     } else {
@@ -56,8 +64,8 @@ pub fn apply(
 
 /// `hotfix revert NAME --xen`.
 pub fn revert(name: &str, wait: Duration, global: super::Global) -> anyhow::Result<u8> {
-    let hv = Hypervisor::open()?;
-    let o = xen::revert(&hv, name, options(false, wait))?;
+    let hv = Hypervisor::open().map_err(hvpatch::Error::from)?;
+    let o = xen::revert(&hv, name, options(false, wait)).map_err(hvpatch::Error::from)?;
     if global.json {
         super::print_json(&o)?;
     } else {
@@ -74,10 +82,10 @@ struct ListDoc {
 
 /// `hotfix list --xen`.
 pub fn list(global: super::Global) -> anyhow::Result<u8> {
-    let hv = Hypervisor::open()?;
+    let hv = Hypervisor::open().map_err(hvpatch::Error::from)?;
     let doc = ListDoc {
-        hypervisor: hv.build_id()?,
-        payloads: xen::list(&hv)?,
+        hypervisor: hv.build_id().map_err(hvpatch::Error::from)?,
+        payloads: xen::list(&hv).map_err(hvpatch::Error::from)?,
     };
     if global.json {
         super::print_json(&doc)?;

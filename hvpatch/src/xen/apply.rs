@@ -14,6 +14,11 @@
 //! reverted payload is then unloaded. REPLACE reverts every applied payload
 //! and applies the new one in one stop; the replaced payloads are unloaded.
 //!
+//! Quiesce: Xen stops every CPU for an action and gives up after its
+//! timeout (30 ms by default) with `-EBUSY`, having changed nothing; hotfix
+//! then retries with twice the timeout (up to 1 s) until its own `--timeout`,
+//! and reports "unsafe now" (exit 3) when it never succeeds.
+//!
 //! Timing: Xen does not report how long an action took; [`Outcome::elapsed`]
 //! is measured in Dom0 from the ACTION hypercall to the first GET that sees
 //! it finished, polling every [`POLL`] — an upper bound on the hypervisor's
@@ -105,6 +110,63 @@ fn wait(
     }
 }
 
+/// The last attempt of an action that [`act`] drove to completion.
+struct Attempted {
+    status: Status,
+    elapsed: Duration,
+    attempts: u32,
+}
+
+/// Xen's default quiesce timeout (`livepatch_work.timeout` when 0 is passed).
+const XEN_DEFAULT_TIMEOUT_NS: u32 = 30_000_000;
+/// The largest quiesce timeout hotfix asks for when retrying.
+const XEN_MAX_TIMEOUT_NS: u32 = 1_000_000_000;
+
+/// Issues action `cmd` on `name` and polls until Xen finished it. When Xen
+/// could not stop every CPU within its quiesce timeout (the action ends with
+/// `-EBUSY` and changed nothing), tries again with twice the timeout after a
+/// short back-off, until `opts.wait` has passed. A synchronous refusal of the
+/// ACTION hypercall is returned as is.
+fn act(
+    hv: &Hypervisor,
+    name: &str,
+    cmd: u32,
+    action: &'static str,
+    opts: Options,
+) -> Result<Attempted> {
+    let first = Instant::now();
+    let mut timeout = opts.xen_timeout_ns;
+    let mut attempts = 0;
+    loop {
+        let started = Instant::now();
+        hv.action(name, cmd, timeout, action)?;
+        attempts += 1;
+        // Polling gets at least 5 s whatever the retry budget: an action in
+        // flight is always waited for, so its outcome is known.
+        let (status, elapsed) = wait(
+            hv,
+            name,
+            action,
+            started,
+            opts.wait.max(Duration::from_secs(5)),
+        )?;
+        if status.rc == -libc::EBUSY && first.elapsed() < opts.wait {
+            timeout = timeout
+                .max(XEN_DEFAULT_TIMEOUT_NS)
+                .saturating_mul(2)
+                .min(XEN_MAX_TIMEOUT_NS);
+            tracing::info!(%name, action, attempts, timeout_ns = timeout, "Xen could not quiesce the CPUs in time; retrying");
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        return Ok(Attempted {
+            status,
+            elapsed,
+            attempts,
+        });
+    }
+}
+
 /// Unloads `name` (state CHECKED) and waits until it is gone.
 fn unload(hv: &Hypervisor, name: &str) -> Result<()> {
     hv.action(name, abi::ACTION_UNLOAD, 0, "unload")
@@ -152,50 +214,60 @@ pub fn apply_payload(hv: &Hypervisor, p: &Payload, opts: Options) -> Result<Outc
     } else {
         (abi::ACTION_APPLY, "apply")
     };
-    let started = Instant::now();
-    if let Err(e) = hv.action(&p.name, cmd, opts.xen_timeout_ns, action) {
-        let unloaded = roll_back(hv, &p.name);
-        return Err(match e {
-            // Xen's synchronous checks refuse with EINVAL: first the build-id
-            // dependency (on the top applied payload, or on the hypervisor
-            // when none is applied), then the expected bytes.
-            Error::Hypercall { source, .. }
-                if source.raw_os_error() == Some(libc::EINVAL) && unloaded =>
-            {
-                let depends = p.depends.clone().unwrap_or_else(|| "none".into());
-                let expecting = p.expecting();
-                let none_applied = before_applied == 0;
-                if (none_applied && depends != running) || expecting.is_empty() {
-                    Error::DependsMismatch {
-                        name: p.name.clone(),
-                        depends,
-                    }
-                } else if none_applied {
-                    Error::Expectation {
-                        name: p.name.clone(),
-                        functions: expecting,
-                    }
-                } else {
-                    Error::Refused {
-                        name: p.name.clone(),
-                        reason: format!(
-                            "its .livepatch.depends ({depends}) is not the top applied payload's build-id, or the running code of {expecting} does not match its expected bytes"
-                        ),
+    let done = match act(hv, &p.name, cmd, action, opts) {
+        Ok(d) => d,
+        Err(e) => {
+            let unloaded = roll_back(hv, &p.name);
+            return Err(match e {
+                // Xen's synchronous checks refuse with EINVAL: first the build-id
+                // dependency (on the top applied payload, or on the hypervisor
+                // when none is applied), then the expected bytes.
+                Error::Hypercall { source, .. }
+                    if source.raw_os_error() == Some(libc::EINVAL) && unloaded =>
+                {
+                    let depends = p.depends.clone().unwrap_or_else(|| "none".into());
+                    let expecting = p.expecting();
+                    let none_applied = before_applied == 0;
+                    if (none_applied && depends != running) || expecting.is_empty() {
+                        Error::DependsMismatch {
+                            name: p.name.clone(),
+                            depends,
+                        }
+                    } else if none_applied {
+                        Error::Expectation {
+                            name: p.name.clone(),
+                            functions: expecting,
+                        }
+                    } else {
+                        Error::Refused {
+                            name: p.name.clone(),
+                            reason: format!(
+                                "its .livepatch.depends ({depends}) is not the top applied payload's build-id, or the running code of {expecting} does not match its expected bytes"
+                            ),
+                        }
                     }
                 }
-            }
-            Error::Hypercall { source, .. } => Error::ActionFailed {
-                name: p.name.clone(),
-                action,
-                reason: source.to_string(),
-                unloaded,
-            },
-            other => other,
-        });
-    }
-    let (st, elapsed) = wait(hv, &p.name, action, started, opts.wait)?;
+                Error::Hypercall { source, .. } => Error::ActionFailed {
+                    name: p.name.clone(),
+                    action,
+                    reason: source.to_string(),
+                    unloaded,
+                },
+                other => other,
+            });
+        }
+    };
+    let (st, elapsed) = (done.status, done.elapsed);
     if st.rc != 0 || st.state != abi::STATE_APPLIED {
         let unloaded = st.state == abi::STATE_CHECKED && roll_back(hv, &p.name);
+        if st.rc == -libc::EBUSY && unloaded {
+            return Err(Error::Unsafe {
+                name: p.name.clone(),
+                action,
+                attempts: done.attempts,
+                after: opts.wait,
+            });
+        }
         let expecting = p.expecting();
         if st.rc == -libc::EINVAL && !expecting.is_empty() && unloaded {
             return Err(Error::Expectation {
@@ -217,7 +289,7 @@ pub fn apply_payload(hv: &Hypervisor, p: &Payload, opts: Options) -> Result<Outc
     let mut replaced = Vec::new();
     for old in before
         .iter()
-        .filter(|l| l.state == "APPLIED" && l.name != p.name)
+        .filter(|l| opts.replace && l.state == "APPLIED" && l.name != p.name)
     {
         match hv.get(&old.name)? {
             Some(s) if s.state == abi::STATE_CHECKED => {
@@ -256,22 +328,27 @@ pub fn revert(hv: &Hypervisor, name: &str, opts: Options) -> Result<Outcome> {
             state: "busy".into(),
         });
     }
-    let started = Instant::now();
     let mut elapsed = Duration::ZERO;
     if st.state == abi::STATE_APPLIED {
-        if let Err(e) = hv.action(name, abi::ACTION_REVERT, opts.xen_timeout_ns, "revert") {
-            return Err(match e {
-                Error::Hypercall { source, .. } if source.raw_os_error() == Some(libc::EBUSY) => {
-                    Error::NotTop {
-                        name: name.into(),
-                        top: top_guess(hv, name),
-                    }
+        let done = act(hv, name, abi::ACTION_REVERT, "revert", opts).map_err(|e| match e {
+            Error::Hypercall { source, .. } if source.raw_os_error() == Some(libc::EBUSY) => {
+                Error::NotTop {
+                    name: name.into(),
+                    top: top_guess(hv, name),
                 }
-                other => other,
+            }
+            other => other,
+        })?;
+        let st = done.status;
+        elapsed = done.elapsed;
+        if st.rc == -libc::EBUSY {
+            return Err(Error::Unsafe {
+                name: name.into(),
+                action: "revert",
+                attempts: done.attempts,
+                after: opts.wait,
             });
         }
-        let (st, t) = wait(hv, name, "revert", started, opts.wait)?;
-        elapsed = t;
         if st.rc != 0 || st.state != abi::STATE_CHECKED {
             return Err(Error::ActionFailed {
                 name: name.into(),

@@ -3,9 +3,9 @@
 //! refusals say whether anything was changed (it never is: a payload that was
 //! uploaded and then refused is unloaded again before the error is returned).
 //!
-//! Kept local to [`crate::xen`] until it is folded into the crate's one error
-//! enum as a single variant (`hvpatch::Error::Xen`); [`Error::status`] gives
-//! the CLI exit status either way.
+//! The crate's one error enum carries it as a single variant
+//! ([`crate::Error::Xen`]), which is what the CLI sees; [`Error::status`]
+//! gives the exit status.
 
 use patchgen::Status;
 use std::path::PathBuf;
@@ -139,6 +139,21 @@ pub enum Error {
         /// The last state seen.
         state: String,
     },
+    /// Xen could not stop every CPU within its quiesce timeout, on every
+    /// attempt until hotfix's own timeout (exit status 3); nothing changed.
+    #[error(
+        "payload {name}: {action} unsafe now: Xen could not quiesce every CPU in {attempts} attempt(s) within {after:?}; nothing changed"
+    )]
+    Unsafe {
+        /// The payload name.
+        name: String,
+        /// The action.
+        action: &'static str,
+        /// How many times the action was issued.
+        attempts: u32,
+        /// hotfix's timeout.
+        after: Duration,
+    },
     /// A payload name that Xen cannot take.
     #[error("payload name {name:?}: {detail}")]
     Name {
@@ -157,6 +172,7 @@ impl Error {
             | Error::DependsMismatch { .. }
             | Error::Expectation { .. }
             | Error::Refused { .. } => Status::Mismatch,
+            Error::Unsafe { .. } => Status::Unsafe,
             _ => Status::Error,
         }
     }
