@@ -580,3 +580,69 @@ fn signal_frame_is_unwound_and_interrupted_function_is_busy() {
     assert!(e.to_string().contains("on_usr1"), "{e}");
     assert!(loader::list(t.pid).expect("list").is_empty());
 }
+
+#[test]
+fn unwinds_through_patch_code_with_its_eh_frame() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let patch = read_patch(&b.patch("compute_slow.c", &Spec::new("slow", &bin, &["compute"])));
+    let mut t = Running::start(&bin, &["--hammer", "4"]);
+    loader::apply(t.pid, &patch, &opts(10)).expect("apply");
+    std::thread::sleep(Duration::from_millis(100));
+    let rec = loader::list(t.pid).expect("list")[0].record.clone();
+    let (eh, eh_len) = rec.eh_frame.expect("the patch's .eh_frame is loaded");
+    let proc = loader::target::Process::open(t.pid).expect("open");
+    let main = proc
+        .objects
+        .iter()
+        .find(|o| o.is_main)
+        .expect("main object");
+    let syms = main
+        .symbols(std::path::Path::new("/nonexistent"))
+        .expect("symbols");
+    let hm = syms
+        .symtab
+        .iter()
+        .find(|s| s.name == "hammer_main")
+        .map(|s| (main.bias + s.value, main.bias + s.value + s.size))
+        .expect("hammer_main");
+    let mut modules: Vec<loader::check::Module> = proc
+        .objects
+        .iter()
+        .map(loader::check::Module::from_object)
+        .collect();
+    let bytes = loader::mem::read_vec(t.pid, eh, eh_len as usize).expect("read eh_frame");
+    modules.push(loader::check::Module::from_patch(
+        "slow", rec.code, eh, bytes,
+    ));
+    let mut u = loader::check::Unwinder::new(t.pid, modules);
+    let f = loader::freeze::freeze(t.pid).expect("freeze");
+    let mut through = 0;
+    for th in &f.threads {
+        let (frames, complete) = u.unwind(&th.regs, &proc.maps);
+        let in_patch = frames
+            .iter()
+            .position(|&pc| pc > rec.code.0 && pc <= rec.code.1);
+        let in_hammer = frames.iter().position(|&pc| pc > hm.0 && pc <= hm.1);
+        if let (Some(p), Some(h)) = (in_patch, in_hammer) {
+            assert!(p < h && complete, "{frames:x?}");
+            through += 1;
+        }
+    }
+    drop(f);
+    assert!(
+        through > 0,
+        "no hammer thread was unwound through the patch's code"
+    );
+    // The hammer threads never leave the slow new code: revert stays busy,
+    // and the busy stack is symbolized through the patch.
+    let e = loader::revert(t.pid, "slow", &opts(1)).expect_err("busy");
+    assert_eq!(e.status(), Status::Unsafe, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("(patch slow)") && msg.contains("hammer_main"),
+        "{msg}"
+    );
+    assert_eq!(t.call(5), 22);
+    assert_eq!(t.status("bad"), 0);
+}
