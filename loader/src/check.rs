@@ -206,7 +206,8 @@ impl Stack {
     fn read(&mut self, addr: u64) -> Option<u64> {
         if addr >= self.base && addr + 8 <= self.limit {
             let need = addr + 8 - self.base;
-            if need as usize > self.buf.len() {
+            // Bulk reads stay bounded (8 MiB); beyond, word by word.
+            if need as usize > self.buf.len() && need <= 8 << 20 {
                 self.grow((need * 4).max(8192));
             }
             let off = (addr - self.base) as usize;

@@ -163,7 +163,14 @@ pub fn scan(pid: i32, maps: &[Mapping]) -> Result<Vec<Entry>> {
         }
         let json = crate::mem::read_vec(pid, m.start + off, len as usize)?;
         match serde_json::from_slice::<Record>(&json) {
-            Ok(r) if r.base == m.start => records.push(r),
+            Ok(r)
+                if r.base == m.start
+                    && r.funcs.iter().all(|f| {
+                        f.saved.len() == 10 && f.jump.len() == 10 && hex::decode(&f.saved).is_ok()
+                    }) =>
+            {
+                records.push(r)
+            }
             Ok(_) => {}
             Err(e) => {
                 return Err(Error::Registry {
