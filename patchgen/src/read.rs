@@ -298,6 +298,11 @@ pub enum Target {
     },
 }
 
+/// Largest section alignment accepted (2 MiB, a huge page); larger values
+/// only come from corrupted files and would make the emitter pad the patch
+/// to absurd sizes.
+pub const MAX_ALIGN: u64 = 1 << 21;
+
 fn perr(file: &str, reason: impl Into<String>) -> Error {
     Error::Parse {
         file: file.to_owned(),
@@ -356,11 +361,11 @@ impl ObjectFile {
                     .to_vec()
             };
             let align = sh.sh_addralign(endian).max(1);
-            if !align.is_power_of_two() {
+            if !align.is_power_of_two() || align > MAX_ALIGN {
                 return Err(perr(
                     name,
                     format!(
-                        "section {}: alignment {align} is not a power of two",
+                        "section {}: alignment {align:#x} is not a power of two up to {MAX_ALIGN:#x}",
                         String::from_utf8_lossy(sname)
                     ),
                 ));

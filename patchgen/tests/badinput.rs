@@ -143,3 +143,25 @@ proptest! {
         });
     }
 }
+
+#[test]
+fn absurd_section_alignment_is_refused() {
+    // Found by the fuzzer: one corrupted byte giving a string section an
+    // alignment of 2^55 made the emitter try to allocate 2^55 bytes.
+    let pair = build("string_changed", &["-O2"]);
+    let mut p = pair.patched_bytes();
+    let obj = patchgen::ObjectFile::parse(&p, "p").unwrap();
+    let idx = obj
+        .sections
+        .iter()
+        .position(|s| s.name.contains("str1"))
+        .unwrap();
+    let shoff = u64::from_le_bytes(p[0x28..0x30].try_into().unwrap()) as usize;
+    let at = shoff + idx * 64 + 48; // Elf64_Shdr.sh_addralign
+    p[at..at + 8].copy_from_slice(&(1u64 << 55).to_le_bytes());
+    let e = diff(&pair.orig_bytes(), &p).unwrap_err();
+    assert!(
+        matches!(&e, Error::Parse { file, reason } if file == "patched.o" && reason.contains("alignment")),
+        "{e}"
+    );
+}
