@@ -22,7 +22,10 @@
 //! again (issuing `cont` if it was running before and is not) before
 //! returning [`Error::Migration`] with that state. A migration that completed
 //! while being cancelled is reported as completed (the VM is then on the
-//! destination, running).
+//! destination, running). When the source completed but the destination
+//! does not resume (it died loading the stream), the source — which still
+//! holds the paused VM — is resumed if and only if the destination process
+//! is gone; otherwise it is left paused and the error says so.
 
 use crate::error::{Error, Result};
 use crate::qmp::{Event, MigrationInfo, Qmp};
@@ -181,6 +184,7 @@ pub fn migrate(pair: &Pair, opts: &Options, progress: &dyn Fn(&MigrationInfo)) -
     let started = Instant::now();
     let mut src = Qmp::connect(&pair.vm)?;
     let mut dst = Qmp::connect(&pair.dest)?;
+    let dest_pid = dst.peer_pid();
     // 1. check
     let st = src.query_status()?;
     let was_running = match st.status.as_str() {
@@ -260,7 +264,7 @@ pub fn migrate(pair: &Pair, opts: &Options, progress: &dyn Fn(&MigrationInfo)) -
                 return Err(Error::Migration {
                     vm: pair.vm.clone(),
                     dest: pair.dest.clone(),
-                    reason: failure,
+                    reason: format!("{failure}; migration cancelled"),
                     source_status: status,
                 });
             }
@@ -278,8 +282,11 @@ pub fn migrate(pair: &Pair, opts: &Options, progress: &dyn Fn(&MigrationInfo)) -
     let info = final_stats(&mut src)?;
     progress(&info);
     events.extend(src.take_events()?);
-    let dest_status = wait_dest(&mut dst, was_running, Duration::from_secs(30))?;
-    let dest_events = dst.take_events()?;
+    let dest_status = match wait_dest(&mut dst, was_running, Duration::from_secs(30)) {
+        Ok(s) => s,
+        Err(e) => return Err(dest_lost(pair, &mut src, dest_pid, was_running, &e)),
+    };
+    let dest_events = dst.take_events().unwrap_or_default();
     let stop = events.iter().rev().find(|e| e.name == "STOP");
     let resume = dest_events.iter().rev().find(|e| e.name == "RESUME");
     let blackout_ms = match (stop, resume) {
@@ -319,6 +326,51 @@ pub fn migrate(pair: &Pair, opts: &Options, progress: &dyn Fn(&MigrationInfo)) -
         dest_status,
         source,
     })
+}
+
+/// The source completed but the destination did not take over (it died
+/// loading the stream, or does not answer). The source QEMU still holds the
+/// whole VM, paused (`postmigrate`). Resuming it is safe only when the
+/// destination process is gone — otherwise two copies could run — so: if
+/// the destination's pid no longer exists, `cont` the source; else leave it
+/// paused and say so.
+fn dest_lost(
+    pair: &Pair,
+    src: &mut Qmp,
+    dest_pid: Option<i32>,
+    was_running: bool,
+    cause: &Error,
+) -> Error {
+    let gone = dest_pid.is_some_and(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true)
+    });
+    let mut reason = format!("the source completed but the destination did not resume: {cause}");
+    if gone && was_running {
+        match src.execute_raw("cont", None) {
+            Ok(_) => reason.push_str("; destination QEMU is gone, VM resumed on the source"),
+            Err(e) => reason.push_str(&format!("; resuming the source failed: {e}")),
+        }
+    } else if !gone {
+        reason.push_str(
+            "; the destination QEMU still exists, so the source was left paused: resume it (QMP cont) only once the destination is stopped",
+        );
+    }
+    let source_status = src
+        .query_status()
+        .map(|s| s.status)
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    Error::Migration {
+        vm: pair.vm.clone(),
+        dest: pair.dest.clone(),
+        reason,
+        source_status,
+    }
 }
 
 /// The TCP port a destination listens on after `migrate-incoming tcp:ADDR:0`.

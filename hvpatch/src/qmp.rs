@@ -117,7 +117,40 @@ pub struct Qmp {
 
 impl Qmp {
     /// Connects to `socket`, reads the greeting and negotiates capabilities.
+    ///
+    /// QEMU's monitor serves one client at a time and may close a connection
+    /// that arrives while it still tears down the previous one; a handshake
+    /// closed by the peer is therefore retried (5 times, 100 ms apart).
     pub fn connect(socket: &Path) -> Result<Qmp> {
+        let mut tries = 0;
+        loop {
+            match Qmp::connect_once(socket) {
+                Err(Error::Io { source, .. })
+                    if tries < 5
+                        && matches!(
+                            source.kind(),
+                            ErrorKind::UnexpectedEof
+                                | ErrorKind::BrokenPipe
+                                | ErrorKind::ConnectionReset
+                        ) =>
+                {
+                    tries += 1;
+                    tracing::debug!(socket = %socket.display(), %source, "QMP handshake closed by peer, retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// The pid of the QEMU process at the other end (`SO_PEERCRED`).
+    pub fn peer_pid(&self) -> Option<i32> {
+        nix::sys::socket::getsockopt(&self.stream, nix::sys::socket::sockopt::PeerCredentials)
+            .ok()
+            .map(|c| c.pid())
+    }
+
+    fn connect_once(socket: &Path) -> Result<Qmp> {
         let stream = UnixStream::connect(socket).map_err(|source| Error::Connect {
             socket: socket.to_path_buf(),
             source,

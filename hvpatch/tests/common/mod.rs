@@ -174,6 +174,11 @@ impl Lab {
     /// kernel parameters (e.g. `vmload=wss=64,rate=100`). Waits for its QMP
     /// socket.
     pub fn vm(&self, name: &str, incoming: bool, extra: &str) -> Vm {
+        self.vm_with(name, incoming, extra, &[])
+    }
+
+    /// [`Lab::vm`] with extra QEMU arguments (`scripts/vm -X`).
+    pub fn vm_with(&self, name: &str, incoming: bool, extra: &str, qemu: &[&str]) -> Vm {
         let qmp = self.dir.path().join(format!("{name}.qmp"));
         let console = self.dir.path().join(format!("{name}.console"));
         let mut cmd = Command::new(root().join("scripts/vm"));
@@ -188,6 +193,9 @@ impl Lab {
             .stdin(Stdio::null());
         if incoming {
             cmd.arg("-I");
+        }
+        for a in qemu {
+            cmd.arg("-X").arg(a);
         }
         let mut vm = Vm {
             child: cmd.spawn().unwrap(),
