@@ -45,7 +45,7 @@ fn main() {
                     .map(|i| lab.vm(&format!("{kind}{n}-{r}-d{i}"), true, extra))
                     .collect();
                 for s in &srcs {
-                    s.wait_counter(100, Duration::from_secs(120));
+                    s.wait_counter(100, common::BOOT);
                 }
                 let pairs: Vec<Pair> = srcs
                     .iter()
