@@ -79,22 +79,27 @@ fn run(cmd: &mut Command) {
     assert!(st.success(), "{cmd:?} failed: {st}");
 }
 
-/// A statically linked `hotfix` for the Dom0 initramfs.
+/// A statically linked `hotfix` for the Dom0 initramfs. Built exactly as
+/// scripts/testhost builds the kernel test hosts' one (same target directory,
+/// dev profile, flags), so the two test tiers share a single build in CI.
 fn static_hotfix() -> PathBuf {
-    let target = root().join("target/xen-static");
+    let target = root().join("target/testhost/cargo");
     run(Command::new(env!("CARGO"))
         .current_dir(root())
+        .env_remove("RUSTC_WRAPPER")
         .env("CARGO_TARGET_DIR", &target)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .args([
             "build",
-            "--release",
+            "--quiet",
+            "--profile",
+            "dev",
             "--target",
             "x86_64-unknown-linux-gnu",
             "-p",
             "hotfix",
         ]));
-    target.join("x86_64-unknown-linux-gnu/release/hotfix")
+    target.join("x86_64-unknown-linux-gnu/debug/hotfix")
 }
 
 /// The console transcript of one test host run.
