@@ -29,6 +29,9 @@ use std::path::Path;
 /// The linker-defined GOT symbol: resolved to the patch's local GOT.
 const GOT_SYMBOL: &str = "_GLOBAL_OFFSET_TABLE_";
 
+/// Largest section the loader accepts (bytes).
+const MAX_SECTION: u64 = 256 << 20;
+
 /// Page size of the layout.
 pub const PAGE: u64 = 4096;
 
@@ -116,6 +119,27 @@ pub fn link(
                 ),
             });
         }
+        // Sizes and alignments come from the file: bound them before any
+        // arithmetic or allocation depends on them.
+        if s.sh_addralign > PAGE {
+            return Err(perr(format!(
+                "section {} wants alignment {} (more than a page)",
+                sname(i),
+                s.sh_addralign
+            )));
+        }
+        let in_file = s
+            .sh_offset
+            .checked_add(s.sh_size)
+            .is_some_and(|end| end <= elf_bytes.len() as u64);
+        if (s.sh_type != sh::SHT_NOBITS && !in_file) || s.sh_size > MAX_SECTION {
+            return Err(perr(format!(
+                "section {} has size {:#x} at offset {:#x}, outside the file or too large",
+                sname(i),
+                s.sh_size,
+                s.sh_offset
+            )));
+        }
         if flags & sh::SHF_EXECINSTR != 0 {
             code.push(i);
         } else if flags & sh::SHF_WRITE != 0 {
@@ -197,6 +221,9 @@ pub fn link(
     // `_GLOBAL_OFFSET_TABLE_` is the patch's own local GOT.
     resolved.insert(GOT_SYMBOL.to_string(), Resolved::Addr(base + got_off));
     let total = align(off, 8);
+    if total > 4 * MAX_SECTION {
+        return Err(perr(format!("the patch image would take {total:#x} bytes")));
+    }
     let mut img = vec![0u8; total as usize];
     // Copy section contents.
     for (&i, p) in &placed {
@@ -299,7 +326,7 @@ pub fn link(
                 R_X86_64_64 | R_X86_64_PC64 | R_X86_64_GOTPC64 | R_X86_64_GOTOFF64 => 8,
                 _ => 4,
             };
-            if r.r_offset + width > tsize {
+            if r.r_offset.checked_add(width).is_none_or(|end| end > tsize) {
                 return Err(rerr("relocation lies outside its section".into()));
             }
             let is_undef = s.is_some_and(|s| s.st_shndx == sh::SHN_UNDEF as usize);
