@@ -6,6 +6,11 @@
 //! original static local (`reads`) and global (`gp_faults`). Loading the
 //! target module after the patch checks the relocations applied late.
 
+#![allow(
+    clippy::panic,
+    reason = "a failed check is a panic naming what the guest printed"
+)]
+
 #[path = "support/testhost.rs"]
 mod testhost;
 

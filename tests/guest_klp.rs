@@ -6,6 +6,11 @@
 //! step checks the observable bug through `/proc`, so a patch that does not
 //! take effect, or a revert that does not undo it, fails here.
 
+#![allow(
+    clippy::panic,
+    reason = "a failed check is a panic naming what the guest printed"
+)]
+
 #[path = "support/testhost.rs"]
 mod testhost;
 

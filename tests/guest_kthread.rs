@@ -5,6 +5,11 @@
 //! apply completes; revert stalls the same way while the thread sleeps in
 //! the new code.
 
+#![allow(
+    clippy::panic,
+    reason = "a failed check is a panic naming what the guest printed"
+)]
+
 #[path = "support/testhost.rs"]
 mod testhost;
 

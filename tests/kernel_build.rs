@@ -3,6 +3,11 @@
 //! The generated modules are checked here as ELF files (livepatch symbols
 //! and relocation sections); `tests/guest_build.rs` loads them in a guest.
 
+#![allow(
+    clippy::panic,
+    reason = "a failed check is a panic naming what the guest printed"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -12,6 +12,10 @@
 //! Invariant: the QEMU process is killed when the [`Guest`] is dropped.
 
 #![allow(dead_code, reason = "each test file uses a part of the harness")]
+#![allow(
+    clippy::panic,
+    reason = "test harness: a failure is a panic with the console attached"
+)]
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -194,11 +198,26 @@ impl Guest {
     }
 
     fn read_until(&mut self, needle: &[u8], timeout: Duration) -> Result<usize, String> {
+        self.read_until_from(0, needle, timeout)
+    }
+
+    /// Reads until `needle` occurs in the buffer at or after `from`; returns
+    /// the index just past it.
+    fn read_until_from(
+        &mut self,
+        from: usize,
+        needle: &[u8],
+        timeout: Duration,
+    ) -> Result<usize, String> {
         let start = Instant::now();
         let mut chunk = [0u8; 4096];
         loop {
-            if let Some(pos) = self.buf.windows(needle.len()).position(|w| w == needle) {
-                return Ok(pos + needle.len());
+            if let Some(pos) = self
+                .buf
+                .get(from..)
+                .and_then(|b| b.windows(needle.len()).position(|w| w == needle))
+            {
+                return Ok(from + pos + needle.len());
             }
             if let Ok(Some(st)) = self.child.try_wait() {
                 return Err(format!(
@@ -241,13 +260,7 @@ impl Guest {
         self.buf.drain(..b);
         let end = format!("\n@@END {id} rc=");
         let e = self.read_until(end.as_bytes(), timeout)?;
-        let tail_end = self.read_until(b"\n", timeout).and_then(|_| {
-            self.buf[e..]
-                .iter()
-                .position(|c| *c == b'\n')
-                .map(|p| e + p)
-                .ok_or_else(|| "unterminated status line".to_string())
-        })?;
+        let tail_end = self.read_until_from(e, b"\n", timeout)? - 1;
         let out = String::from_utf8_lossy(&self.buf[..e - end.len()]).into_owned();
         let rc_text = String::from_utf8_lossy(&self.buf[e..tail_end]).into_owned();
         let rc = rc_text

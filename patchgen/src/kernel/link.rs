@@ -302,7 +302,7 @@ pub fn klp_convert(ko: &[u8], file: &str, syms: &[KlpSym]) -> Result<(Vec<u8>, C
             else {
                 return true;
             };
-            moved.entry(obj.clone()).or_default().push(r.clone());
+            moved.entry(obj.clone()).or_default().push(*r);
             false
         });
         for (obj, rs) in moved {
@@ -327,4 +327,184 @@ pub fn klp_convert(ko: &[u8], file: &str, syms: &[KlpSym]) -> Result<(Vec<u8>, C
     let mut out = Vec::with_capacity(ko.len());
     b.write(&mut out).map_err(|e| err(e.to_string()))?;
     Ok((out, done))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object::{Object, ObjectSection, ObjectSymbol, write};
+
+    fn funcs() -> Vec<KlpFunc> {
+        vec![
+            KlpFunc {
+                object: "hfx_x2apic".into(),
+                old_name: "x2apic_msr_read".into(),
+                sympos: 0,
+                new_symbol: "__hotfix_new_0".into(),
+            },
+            KlpFunc {
+                object: "vmlinux".into(),
+                old_name: "cmdline_proc_show".into(),
+                sympos: 2,
+                new_symbol: "__hotfix_new_1".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn stub_registers_every_function_per_object() {
+        insta::assert_snapshot!(stub_c("fix \"range\"\n", true, &funcs()));
+    }
+
+    /// A relocatable object whose `.text.f` calls an undefined placeholder.
+    fn object_with_placeholder() -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+        let mut o = write::Object::new(
+            object::BinaryFormat::Elf,
+            object::Architecture::X86_64,
+            object::Endianness::Little,
+        );
+        let text = o.add_section(vec![], b".text.f".to_vec(), object::SectionKind::Text);
+        let off = o.append_section_data(text, &[0xe8, 0, 0, 0, 0, 0xc3], 16);
+        o.add_symbol(write::Symbol {
+            name: b"f".to_vec(),
+            value: off,
+            size: 6,
+            kind: object::SymbolKind::Text,
+            scope: object::SymbolScope::Compilation,
+            weak: false,
+            section: write::SymbolSection::Section(text),
+            flags: object::SymbolFlags::None,
+        });
+        let ph = o.add_symbol(write::Symbol {
+            name: b"__hotfix_klp_0".to_vec(),
+            value: 0,
+            size: 0,
+            kind: object::SymbolKind::Unknown,
+            scope: object::SymbolScope::Unknown,
+            weak: false,
+            section: write::SymbolSection::Undefined,
+            flags: object::SymbolFlags::None,
+        });
+        let exported = o.add_symbol(write::Symbol {
+            name: b"_printk".to_vec(),
+            value: 0,
+            size: 0,
+            kind: object::SymbolKind::Unknown,
+            scope: object::SymbolScope::Unknown,
+            weak: false,
+            section: write::SymbolSection::Undefined,
+            flags: object::SymbolFlags::None,
+        });
+        for (offset, symbol) in [(1, ph), (3, exported)] {
+            o.add_relocation(
+                text,
+                write::Relocation {
+                    offset,
+                    symbol,
+                    addend: -4,
+                    flags: object::RelocationFlags::Elf {
+                        r_type: object::elf::R_X86_64_PC32,
+                    },
+                },
+            )?;
+        }
+        Ok(o.write()?)
+    }
+
+    #[test]
+    fn placeholders_become_livepatch_symbols_and_relocations()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let data = object_with_placeholder()?;
+        let syms = [KlpSym {
+            placeholder: "__hotfix_klp_0".into(),
+            object: "hfx_x2apic".into(),
+            name: "reads.12".into(),
+            sympos: 0,
+        }];
+        let (out, done) = klp_convert(&data, "t.o", &syms)?;
+        assert_eq!(
+            done.symbols,
+            vec![".klp.sym.hfx_x2apic.reads.12,0".to_string()]
+        );
+        assert_eq!(
+            done.sections,
+            vec![(".klp.rela.hfx_x2apic..text.f".to_string(), 1)]
+        );
+        let f = object::File::parse(out.as_slice())?;
+        let klp = f
+            .symbols()
+            .find(|s| s.name() == Ok(".klp.sym.hfx_x2apic.reads.12,0"))
+            .ok_or("no livepatch symbol")?;
+        let object::SymbolFlags::Elf { .. } = klp.flags() else {
+            return Err("not an ELF symbol".into());
+        };
+        // st_shndx is SHN_LIVEPATCH: neither undefined nor a section.
+        assert!(!klp.is_undefined());
+        assert_eq!(klp.section_index(), None);
+        let sec = f
+            .section_by_name(".klp.rela.hfx_x2apic..text.f")
+            .ok_or("no .klp.rela section")?;
+        let object::SectionFlags::Elf { sh_flags, .. } = sec.flags() else {
+            return Err("not an ELF section".into());
+        };
+        assert_eq!(
+            sh_flags.0,
+            elf::SHF_ALLOC.0 | elf::SHF_INFO_LINK.0 | SHF_RELA_LIVEPATCH
+        );
+        // Both relocations remain, the exported one in the ordinary
+        // section (one 24-byte entry), the other in the .klp.rela section.
+        let text = f.section_by_name(".text.f").ok_or("no .text.f")?;
+        let mut seen: Vec<(u64, String)> = text
+            .relocations()
+            .map(|(off, r)| {
+                let name = match r.target() {
+                    object::RelocationTarget::Symbol(i) => f
+                        .symbol_by_index(i)
+                        .ok()
+                        .and_then(|s| s.name().ok().map(str::to_owned))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                (off, name)
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                (1, ".klp.sym.hfx_x2apic.reads.12,0".to_string()),
+                (3, "_printk".to_string())
+            ]
+        );
+        let rela = f.section_by_name(".rela.text.f").ok_or("no .rela.text.f")?;
+        assert_eq!(rela.size(), 24);
+        Ok(())
+    }
+
+    #[test]
+    fn renames_globalize_and_missing_symbols_are_errors() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let data = object_with_placeholder()?;
+        let mut renames = BTreeMap::new();
+        renames.insert("f".to_string(), "__hotfix_new_0".to_string());
+        let out = prepare_patch_object(&data, "t.o", &renames)?;
+        let f = object::File::parse(out.as_slice())?;
+        let s = f
+            .symbols()
+            .find(|s| s.name() == Ok("__hotfix_new_0"))
+            .ok_or("not renamed")?;
+        assert!(s.is_global());
+        renames.insert("nope".to_string(), "x".to_string());
+        let e = prepare_patch_object(&data, "t.o", &renames)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("symbol nope not found"), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn c_strings_are_escaped() {
+        assert_eq!(c_string("a\"b\\c\nd"), "\"a\\\"b\\\\c?d\"");
+    }
 }

@@ -52,7 +52,10 @@ pub fn normalize(data: &[u8], file: &str) -> Result<Vec<u8>, Error> {
 
 /// A comparable view of one once-only section: bytes and relocations with
 /// symbol names instead of indices.
-fn section_view(obj: &ObjectFile, name: &str) -> Option<(Vec<u8>, Vec<(u64, u32, String, i64)>)> {
+/// Relocations as `(offset, type, target name, addend)`.
+type NamedRelocs = Vec<(u64, u32, String, i64)>;
+
+fn section_view(obj: &ObjectFile, name: &str) -> Option<(Vec<u8>, NamedRelocs)> {
     let s = obj.sections.iter().find(|s| s.name == name)?;
     let relocs = s
         .relocs
