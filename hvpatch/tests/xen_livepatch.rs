@@ -520,3 +520,47 @@ fn xen_test_payloads_are_read() {
     let none = hvpatch::xen::Payload::read(&tests.join("xen_no_xen_buildid.livepatch")).unwrap();
     assert_eq!(none.xen_depends, None);
 }
+
+/// Outside a Xen Dom0 (this build machine, CI): clear errors and statuses,
+/// with the payload checked before the hypervisor interface is opened.
+#[test]
+fn xen_cli_outside_dom0() {
+    let hotfix = static_hotfix();
+    let hotfix_run = |args: &[&str]| {
+        let out = Command::new(&hotfix).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = hotfix_run(&["apply", "/nonexistent/fix.livepatch", "--xen"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("/nonexistent/fix.livepatch"), "{err}");
+    let (code, err) = hotfix_run(&["apply", "fix.livepatch", "--replace", "--pid", "1"]);
+    assert_eq!(
+        code,
+        Some(2),
+        "--replace without --xen is a usage error: {err}"
+    );
+    let (code, err) = hotfix_run(&["list", "--xen", "--kernel"]);
+    assert_eq!(code, Some(2), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.livepatch");
+    std::fs::write(&junk, b"not an ELF file").unwrap();
+    let (code, err) = hotfix_run(&["apply", junk.to_str().unwrap(), "--xen"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("junk.livepatch") && err.contains("not an ELF"),
+        "{err}"
+    );
+    if Path::new("/dev/xen/privcmd").exists() {
+        eprintln!("SKIP (part): this machine is a Xen Dom0; not checking the no-Xen error");
+        return;
+    }
+    let (code, err) = hotfix_run(&["list", "--xen"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("/dev/xen/privcmd") && err.contains("not a Xen Dom0"),
+        "{err}"
+    );
+}

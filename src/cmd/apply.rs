@@ -74,6 +74,9 @@ pub fn describe(verb: &str, r: &loader::Report) -> String {
 
 /// Runs `hotfix apply`.
 pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
+    if args.replace && !args.xen {
+        return Err(UsageError("--replace applies to Xen payloads only: add --xen".into()).into());
+    }
     if args.xen {
         return super::xen::apply(&args.patch, args.replace, args.timeout, global);
     }

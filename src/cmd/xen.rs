@@ -52,8 +52,11 @@ pub fn apply(
     wait: Duration,
     global: super::Global,
 ) -> anyhow::Result<u8> {
+    // The payload is read and checked before the hypervisor is touched.
+    let payload = xen::Payload::read(patch).map_err(hvpatch::Error::from)?;
     let hv = Hypervisor::open().map_err(hvpatch::Error::from)?;
-    let o = xen::apply(&hv, patch, options(replace, wait)).map_err(hvpatch::Error::from)?;
+    let o = xen::apply::apply_payload(&hv, &payload, options(replace, wait))
+        .map_err(hvpatch::Error::from)?;
     if global.json {
         super::print_json(&o)?;
     } else {
