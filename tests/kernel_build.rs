@@ -135,3 +135,15 @@ fn special_section_change_is_refused() {
         "{t}"
     );
 }
+
+#[test]
+fn comment_only_fix_is_no_functional_change() {
+    if headers().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let o = build("x2apic-comment.patch", &dir.path().join("lp_comment.ko"));
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(5), "{t}");
+    assert!(t.contains("no functional change"), "{t}");
+}
