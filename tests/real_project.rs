@@ -65,10 +65,16 @@ fn fetch(project: &str) -> Fetched {
     }
 }
 
-/// A free loopback port (bound, then released).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+/// `N` distinct free loopback ports (all bound at once, then released).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    let mut ports = [0u16; N];
+    for (p, l) in ports.iter_mut().zip(&held) {
+        *p = l.local_addr().expect("local addr").port();
+    }
+    ports
 }
 
 fn wait_port(port: u16, what: &str) {
@@ -184,7 +190,7 @@ fn two_upstream_fixes_are_built_and_applied_live_to_a_running_tinyproxy() {
     let bin = PathBuf::from(prep["binary"].as_str().expect("binary path"));
 
     // An origin server, the long-running proxy, and a throw-away one.
-    let (origin_port, port, port2) = (free_port(), free_port(), free_port());
+    let [origin_port, port, port2] = free_ports::<3>();
     let www = dir.path().join("www");
     std::fs::create_dir_all(&www).expect("www");
     std::fs::write(www.join("index.html"), "hello from the origin\n").expect("index");
@@ -357,7 +363,7 @@ fn memcached_fix_applies_live_and_a_struct_changing_fix_is_refused() {
     let prep = json(&build(&["--prepare"]).assert().success());
     let bin = PathBuf::from(prep["binary"].as_str().expect("binary path"));
 
-    let port = free_port();
+    let [port] = free_ports::<1>();
     let routes = repo().join("testkernels/real/memcached/routes.lua");
     let mut mc = Daemon(
         std::process::Command::new(&bin)
