@@ -42,28 +42,37 @@ fn generated_klp_module_fixes_and_reverts_in_guest() {
     }
     let out = testhost::root().join("target/testhost/generated");
     std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
-    let ko = out.join("lp_range.ko");
     let kmod = testhost::root().join("testkernels/kmod");
-    let o = Command::new(env!("CARGO_BIN_EXE_hotfix"))
-        .args(["build", "--kernel", "--module-src"])
-        .arg(kmod.join("x2apic"))
-        .arg("--diff")
-        .arg(kmod.join("fixes/x2apic-range.patch"))
-        .args([
-            "--headers",
-            "/usr/src/linux-headers-6.1.0-47-cloud-amd64",
-            "-o",
-        ])
-        .arg(&ko)
-        .output()
-        .unwrap_or_else(|e| panic!("hotfix build: {e}"));
-    assert!(
-        o.status.success(),
-        "hotfix build --kernel failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    let build = |name: &str, extra: &[&str]| {
+        let ko = out.join(format!("{name}.ko"));
+        let o = Command::new(env!("CARGO_BIN_EXE_hotfix"))
+            .args(["build", "--kernel", "--module-src"])
+            .arg(kmod.join("x2apic"))
+            .arg("--diff")
+            .arg(kmod.join("fixes/x2apic-range.patch"))
+            .args(["--headers", "/usr/src/linux-headers-6.1.0-47-cloud-amd64"])
+            .args(extra)
+            .arg("-o")
+            .arg(&ko)
+            .output()
+            .unwrap_or_else(|e| panic!("hotfix build: {e}"));
+        assert!(
+            o.status.success(),
+            "hotfix build --kernel failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        ko
+    };
+    let ko = build("lp_range", &[]);
+    let cumulative = build("lp_range_all", &["--replace"]);
+    let img = testhost::image_with(
+        "guest-build",
+        &[
+            (ko, "/root/lp_range.ko"),
+            (cumulative, "/root/lp_range_all.ko"),
+        ],
     );
-    let img = testhost::image_with("guest-build", &[(ko, "/root/lp_range.ko")]);
     let mut g = Guest::boot_image(&img);
 
     g.ok(&format!("insmod {M}/hfx_x2apic.ko"));
@@ -92,6 +101,23 @@ fn generated_klp_module_fixes_and_reverts_in_guest() {
     assert_eq!(stats(&mut g), "gp_faults 1, msr_reads 1");
     g.ok("hotfix revert lp_range --kernel");
     assert_eq!(rdmsr(&mut g, "0x900"), LEAK);
+
+    // A generated cumulative patch (--replace) replaces stacked ones.
+    g.ok(&format!("hotfix apply {M}/lp_cmdline.ko --kernel"));
+    g.ok("hotfix apply /root/lp_range.ko --kernel");
+    let o = g.ok("hotfix apply /root/lp_range_all.ko --kernel");
+    assert!(
+        o.contains("replaced livepatch lp_cmdline") && o.contains("replaced livepatch lp_range"),
+        "{o}"
+    );
+    assert!(g.ok("cat /proc/cmdline").contains("console=ttyS0"));
+    assert_eq!(rdmsr(&mut g, "0x900"), GP);
+    g.ok("hotfix revert lp_range_all --kernel");
+    assert_eq!(rdmsr(&mut g, "0x900"), LEAK);
+    assert_eq!(
+        g.ok("hotfix list --kernel").trim(),
+        "no livepatches applied"
+    );
 
     let dmesg = g.ok("dmesg");
     assert!(
