@@ -21,7 +21,7 @@ static struct hfx_worker_state state;
 
 /* The worker waits here until released: the function to be patched.
  * Returns the version of the code that ran. */
-static noinline int hfx_worker_wait(struct hfx_worker_state *st)
+static noinline __attribute__((__noipa__)) int hfx_worker_wait(struct hfx_worker_state *st)
 {
 	while (!kthread_should_stop() && !atomic_read(&st->release_req))
 		msleep_interruptible(50);

@@ -30,8 +30,10 @@ static DEFINE_STATIC_KEY_FALSE(hfx_trace_msr);
 static unsigned long gp_faults;
 
 /* The intercept. Returns 0 with *val set, or -EINVAL for #GP. The static
- * local counts every call (a fix must keep using the running counter). */
-static noinline int x2apic_msr_read(struct vcpu *v, u32 msr, u64 *val)
+ * local counts every call (a fix must keep using the running counter).
+ * noipa: no constprop/isra clone, so that hand-written livepatches (see
+ * ../livepatch) can name and call it with its source-level signature. */
+static noinline __attribute__((__noipa__)) int x2apic_msr_read(struct vcpu *v, u32 msr, u64 *val)
 {
 	static unsigned long reads;
 	u32 reg;
