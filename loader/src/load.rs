@@ -125,6 +125,39 @@ pub struct Report {
     pub total_us: u64,
 }
 
+impl Report {
+    /// The report of a switch made for `rec` in `pid`.
+    fn new(
+        pid: i32,
+        id: &str,
+        rec: &Record,
+        threads: usize,
+        attempts: u32,
+        pause: Duration,
+        t0: Instant,
+    ) -> Report {
+        Report {
+            pid,
+            id: id.to_string(),
+            base: rec.base,
+            size: rec.size,
+            funcs: rec
+                .funcs
+                .iter()
+                .map(|f| FuncReport {
+                    name: f.name.clone(),
+                    old_addr: f.old_addr,
+                    new_addr: f.new_addr,
+                })
+                .collect(),
+            threads,
+            attempts,
+            pause_us: pause.as_micros() as u64,
+            total_us: t0.elapsed().as_micros() as u64,
+        }
+    }
+}
+
 fn fault(step: &str) {
     if std::env::var("HOTFIX_FAULT").is_ok_and(|v| v == step) {
         tracing::warn!("HOTFIX_FAULT={step}: killing hotfix");
@@ -725,25 +758,9 @@ pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
         let threads = frozen.threads.len();
         let pause = frozen.resume();
         fault("resumed");
-        return Ok(Report {
-            pid,
-            id: meta.id.clone(),
-            base: rec.base,
-            size: rec.size,
-            funcs: rec
-                .funcs
-                .iter()
-                .map(|f| FuncReport {
-                    name: f.name.clone(),
-                    old_addr: f.old_addr,
-                    new_addr: f.new_addr,
-                })
-                .collect(),
-            threads,
-            attempts,
-            pause_us: pause.as_micros() as u64,
-            total_us: t0.elapsed().as_micros() as u64,
-        });
+        return Ok(Report::new(
+            pid, &meta.id, &rec, threads, attempts, pause, t0,
+        ));
     }
 }
 
@@ -847,25 +864,7 @@ pub fn revert(pid: i32, id: &str, opts: &Options) -> Result<Report> {
         }
         let threads = frozen.threads.len();
         let pause = frozen.resume();
-        return Ok(Report {
-            pid,
-            id: id.to_string(),
-            base: rec.base,
-            size: rec.size,
-            funcs: rec
-                .funcs
-                .iter()
-                .map(|f| FuncReport {
-                    name: f.name.clone(),
-                    old_addr: f.old_addr,
-                    new_addr: f.new_addr,
-                })
-                .collect(),
-            threads,
-            attempts,
-            pause_us: pause.as_micros() as u64,
-            total_us: t0.elapsed().as_micros() as u64,
-        });
+        return Ok(Report::new(pid, id, &rec, threads, attempts, pause, t0));
     }
 }
 
