@@ -17,17 +17,9 @@ mod testhost;
 use std::process::Command;
 use testhost::Guest;
 
-const M: &str = "/lib/modules/hotfix";
-const LEAK: &str = "msr 0x900 = 0x5ec2e700";
-const GP: &str = "msr 0x900 #GP";
-
-fn rdmsr(g: &mut Guest, msr: &str) -> String {
-    g.ok(&format!(
-        "echo {msr} > /proc/hfx_x2apic && cat /proc/hfx_x2apic"
-    ))
-    .trim()
-    .to_string()
-}
+#[path = "support/x2apic.rs"]
+mod x2apic;
+use x2apic::{GP, LEAK, M, rdmsr};
 
 fn stats(g: &mut Guest) -> String {
     g.ok("cat /proc/hfx_x2apic_stats")
