@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("hotfix: error: {e:#}");
+            eprintln!("hotfix: error: {}", message(&e));
             ExitCode::from(status_of(&e) as u8)
         }
     }
@@ -94,6 +94,20 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Revert(a) => cmd::revert::run(a, g),
         Command::List(a) => cmd::list::run(a, g),
     }
+}
+
+/// The error and its causes on one line; a cause that the message already
+/// ends with (library errors quote their source) is not repeated.
+fn message(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.ends_with(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }
 
 /// The exit status of an error: that of the first library error found in the
