@@ -166,3 +166,82 @@ fn each_fix_is_built_and_applied_live_to_a_running_minivmm() {
         assert_eq!(vmm.ctl("quit"), "bye");
     }
 }
+
+#[test]
+fn hotfix_killed_after_the_first_jump_leaves_no_mix() {
+    // The XSA-108 fix replaces two adjacent functions: their jump sites
+    // share a page, so the loader writes both in one write and a SIGKILL of
+    // hotfix after "jump-1" finds both switched, never one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("minivmm");
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testkernels/minivmm"))
+        .arg(&src)
+        .status()
+        .expect("cp");
+    assert!(st.success());
+    let _ = std::process::Command::new("make")
+        .args(["-s", "clean"])
+        .current_dir(&src)
+        .status();
+    let cache = dir.path().join("cache");
+    let out = hotfix()
+        .args([
+            "--json",
+            "build",
+            "--prepare",
+            "--binary",
+            "minivmm",
+            "--src",
+        ])
+        .arg(&src)
+        .arg("--cache")
+        .arg(&cache)
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("json");
+    let bin = PathBuf::from(v["binary"].as_str().expect("binary path"));
+    let vmm = Vmm::start(&bin, dir.path(), "kill");
+    let patch = dir.path().join("xsa108.hfx");
+    hotfix()
+        .args(["build", "--binary", "minivmm", "--src"])
+        .arg(&src)
+        .arg("--cache")
+        .arg(&cache)
+        .arg("--diff")
+        .arg(src.join("fixes/01-xsa108-x2apic-msr-range.patch"))
+        .arg("-o")
+        .arg(&patch)
+        .assert()
+        .success();
+    let killed = std::process::Command::new(env!("CARGO_BIN_EXE_hotfix"))
+        .arg("apply")
+        .arg(&patch)
+        .args(["--pid", &vmm.pid()])
+        .env("HOTFIX_FAULT", "jump-1")
+        .output()
+        .expect("run hotfix");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        killed.status.signal(),
+        Some(9),
+        "hotfix was not killed at jump-1"
+    );
+    let list = hotfix()
+        .args(["list", "--pid", &vmm.pid()])
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&list.get_output().stdout).into_owned();
+    assert!(
+        text.contains("[active]"),
+        "expected both jumps in place: {text}"
+    );
+    assert!(!text.contains("partial"), "{text}");
+    assert!(vmm.ctl("probe xsa108").starts_with("SAFE"));
+    hotfix()
+        .args(["revert", "01-xsa108-x2apic-msr-range", "--pid", &vmm.pid()])
+        .assert()
+        .success();
+    assert!(vmm.ctl("probe xsa108").starts_with("VULNERABLE"));
+}

@@ -158,6 +158,41 @@ impl Report {
     }
 }
 
+/// Writes the bytes of every site (jumps, or restored entries) while all
+/// threads are stopped, then fires the fault points `STEP-1..N`.
+///
+/// When all sites lie within one page they are written by ONE write of the
+/// page range they span (the unchanged bytes between them rewritten as read
+/// under the stop): a `/proc/PID/mem` write of a single page is done by the
+/// kernel once it has pinned that page, so if hotfix is killed, the target
+/// gets either every site or none — never a mix. Sites spread over several
+/// pages are written one by one (each site in one write); a kill between two
+/// of those leaves the patch `partial` (see docs/loader.md).
+fn write_sites(pid: i32, writer: &mem::Writer, sites: &[(u64, Vec<u8>)], step: &str) -> Result<()> {
+    let lo = sites.iter().map(|(a, _)| *a).min();
+    let hi = sites.iter().map(|(a, b)| a + b.len() as u64).max();
+    if let (Some(lo), Some(hi)) = (lo, hi)
+        && sites.len() > 1
+        && lo / PAGE == (hi - 1) / PAGE
+    {
+        let mut span = mem::read_vec(pid, lo, (hi - lo) as usize)?;
+        for (a, b) in sites {
+            let off = (a - lo) as usize;
+            span[off..off + b.len()].copy_from_slice(b);
+        }
+        writer.write(lo, &span)?;
+        for i in 0..sites.len() {
+            fault(&format!("{step}-{}", i + 1));
+        }
+        return Ok(());
+    }
+    for (i, (a, b)) in sites.iter().enumerate() {
+        writer.write(*a, b)?;
+        fault(&format!("{step}-{}", i + 1));
+    }
+    Ok(())
+}
+
 fn fault(step: &str) {
     if std::env::var("HOTFIX_FAULT").is_ok_and(|v| v == step) {
         tracing::warn!("HOTFIX_FAULT={step}: killing hotfix");
@@ -750,11 +785,12 @@ pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
                 });
             }
         }
-        for (i, f) in rec.funcs.iter().enumerate() {
-            let jump = hex::decode(&f.jump).unwrap_or_default();
-            writer.write(f.site, &jump)?;
-            fault(&format!("jump-{}", i + 1));
-        }
+        let sites: Vec<(u64, Vec<u8>)> = rec
+            .funcs
+            .iter()
+            .map(|f| (f.site, hex::decode(&f.jump).unwrap_or_default()))
+            .collect();
+        write_sites(pid, &writer, &sites, "jump")?;
         let threads = frozen.threads.len();
         let pause = frozen.resume();
         fault("resumed");
@@ -851,14 +887,15 @@ pub fn revert(pid: i32, id: &str, opts: &Options) -> Result<Report> {
             continue;
         }
         fault("checked");
-        for (i, f) in rec.funcs.iter().enumerate() {
+        let mut sites = Vec::new();
+        for f in &rec.funcs {
             let mut live = [0u8; 5];
             mem::read(pid, f.site, &mut live)?;
             if hex::encode(live) == f.jump {
-                writer.write(f.site, &hex::decode(&f.saved).unwrap_or_default())?;
+                sites.push((f.site, hex::decode(&f.saved).unwrap_or_default()));
             }
-            fault(&format!("restore-{}", i + 1));
         }
+        write_sites(pid, &writer, &sites, "restore")?;
         if let Some(t) = frozen.threads.first_mut() {
             inject::munmap(pid, t, g, rec.base, rec.size)?;
         }
