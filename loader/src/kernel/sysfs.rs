@@ -184,15 +184,29 @@ impl Sysfs {
                     comm: std::fs::read_to_string(tdir.join("comm"))
                         .map(|s| s.trim().to_string())
                         .unwrap_or_default(),
-                    stack: std::fs::read_to_string(tdir.join("stack"))
-                        .map(|s| s.trim_end().to_string())
-                        .unwrap_or_default(),
+                    stack: read_stack(&tdir.join("stack")),
                 });
             }
         }
         out.sort_by_key(|t| t.tid);
         out
     }
+}
+
+/// A task's kernel stack. The kernel gives an empty trace while the task
+/// is running on a CPU (a sleeping kthread wakes now and then), so a few
+/// reads a millisecond apart are tried before giving up.
+fn read_stack(path: &std::path::Path) -> String {
+    for _ in 0..20 {
+        let s = std::fs::read_to_string(path)
+            .map(|s| s.trim_end().to_string())
+            .unwrap_or_default();
+        if !s.is_empty() {
+            return s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    String::new()
 }
 
 /// Formats stalled tasks for an error message: `tid comm` then the stack,
