@@ -74,8 +74,16 @@ impl Vmm {
     }
 }
 
-#[test]
-fn each_fix_is_built_and_applied_live_to_a_running_minivmm() {
+/// A private copy of the minivmm tree, a private build cache, and the
+/// patch-ready original build of it (the binary a host would run).
+struct Prepared {
+    dir: tempfile::TempDir,
+    src: PathBuf,
+    cache: PathBuf,
+    bin: PathBuf,
+}
+
+fn prepare() -> Prepared {
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("minivmm");
     let st = std::process::Command::new("cp")
@@ -90,7 +98,6 @@ fn each_fix_is_built_and_applied_live_to_a_running_minivmm() {
         .current_dir(&src)
         .status();
     let cache = dir.path().join("cache");
-    // The patch-ready original build: the binary a host would run.
     let out = hotfix()
         .args([
             "--json",
@@ -107,6 +114,22 @@ fn each_fix_is_built_and_applied_live_to_a_running_minivmm() {
         .success();
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("json");
     let bin = PathBuf::from(v["binary"].as_str().expect("binary path"));
+    Prepared {
+        dir,
+        src,
+        cache,
+        bin,
+    }
+}
+
+#[test]
+fn each_fix_is_built_and_applied_live_to_a_running_minivmm() {
+    let Prepared {
+        dir,
+        src,
+        cache,
+        bin,
+    } = prepare();
 
     for (fix, probe) in [
         ("01-xsa108-x2apic-msr-range", "xsa108"),
@@ -172,36 +195,12 @@ fn hotfix_killed_after_the_first_jump_leaves_no_mix() {
     // The XSA-108 fix replaces two adjacent functions: their jump sites
     // share a page, so the loader writes both in one write and a SIGKILL of
     // hotfix after "jump-1" finds both switched, never one.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("minivmm");
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testkernels/minivmm"))
-        .arg(&src)
-        .status()
-        .expect("cp");
-    assert!(st.success());
-    let _ = std::process::Command::new("make")
-        .args(["-s", "clean"])
-        .current_dir(&src)
-        .status();
-    let cache = dir.path().join("cache");
-    let out = hotfix()
-        .args([
-            "--json",
-            "build",
-            "--prepare",
-            "--binary",
-            "minivmm",
-            "--src",
-        ])
-        .arg(&src)
-        .arg("--cache")
-        .arg(&cache)
-        .assert()
-        .success();
-    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("json");
-    let bin = PathBuf::from(v["binary"].as_str().expect("binary path"));
+    let Prepared {
+        dir,
+        src,
+        cache,
+        bin,
+    } = prepare();
     let vmm = Vmm::start(&bin, dir.path(), "kill");
     let patch = dir.path().join("xsa108.hfx");
     hotfix()
