@@ -371,3 +371,195 @@ fn killed_at_every_step_of_apply_and_revert() {
         assert_eq!(t.cmd("wake"), "ok");
     }
 }
+
+const PAIR_A_V2: (&str, &str) = (
+    "int pair_a(int x) { return g_one + (x << 2); }",
+    "int pair_a(int x) { return 2 + (x << 2); }",
+);
+const PAIR_B_V2: (&str, &str) = (
+    "int pair_b(int x) { return g_one + (x << 2); }",
+    "int pair_b(int x) { return 2 + (x << 2); }",
+);
+
+/// Target and a patch of pair_a and pair_b, two functions on different
+/// pages: applied through the in-target switch (slots and detours).
+fn setup_pair() -> (Work, PathBuf, PathBuf) {
+    let w = Work::new();
+    let orig = w.object("orig", &[]);
+    let new = w.object("new", &[PAIR_A_V2, PAIR_B_V2]);
+    let bin = w.link(&orig, "target", &[]);
+    let patch = w.diff(&orig, &new, &bin, "pair");
+    (w, bin, patch)
+}
+
+/// The pair hammer threads saw no mixed pair for 300 ms (no transition
+/// happens without hotfix, so a mix now would be a half-switched patch),
+/// made progress, and the main thread's pair agrees with `want`.
+fn no_mix(t: &mut Running, want: &str, what: &str) {
+    assert_eq!(t.cmd("pair 5"), want, "{what}");
+    assert_eq!(t.cmd("resetpairs"), "ok");
+    let c0 = field(&t.cmd("pairs"), "pair_calls");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let s = t.cmd("pairs");
+    assert_eq!(field(&s, "pair_mixed"), 0, "{what}: {s}");
+    assert_eq!(field(&s, "bad"), 0, "{what}: {s}");
+    assert!(field(&s, "pair_calls") > c0, "{what}: no progress: {s}");
+}
+
+/// Reverts `id` until no record of it is left (an interrupted apply or
+/// revert leaves records; each revert takes the newest).
+fn revert_all(pid: i32, id: &str, what: &str) {
+    let p = pid.to_string();
+    for _ in 0..4 {
+        if list(pid).iter().all(|(i, _)| i != id) {
+            return;
+        }
+        let out = run(hotfix().args(["revert", id, "--pid", &p]));
+        assert!(
+            out.status.code() == Some(0) || out.status.code() == Some(1),
+            "{what}: revert: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(list(pid).is_empty(), "{what}: {:?}", list(pid));
+}
+
+/// Steps of apply (a two-page switch) and what runs after a kill there.
+const PAIR_APPLY_STEPS: [(&str, &str, &[&str]); 8] = [
+    ("planned", "21 21", &[]),
+    ("loaded", "21 21", &["inactive"]),
+    ("frozen", "21 21", &["inactive"]),
+    ("checked", "21 21", &["inactive"]),
+    ("jump-1", "21 21", &["inactive"]),
+    ("jump-2", "21 21", &["inactive"]),
+    ("switched", "22 22", &["active"]),
+    ("resumed", "22 22", &["active"]),
+];
+
+/// Steps of a revert of a switched patch and what runs after a kill there.
+const PAIR_REVERT_STEPS: [(&str, &str); 4] = [
+    ("checked", "22 22"),
+    ("unswitched", "21 21"),
+    ("restore-1", "21 21"),
+    ("restore-2", "21 21"),
+];
+
+#[test]
+fn killed_at_every_step_of_a_two_page_switch_never_mixes() {
+    let (_w, bin, patch) = setup_pair();
+    for (k, (step, result, states)) in PAIR_APPLY_STEPS.into_iter().enumerate() {
+        let mut t = Running::start(&bin, &["--pairs", "8", "--blockers"]);
+        let pid = t.pid.to_string();
+        no_mix(&mut t, "21 21", "before");
+        let out = run(hotfix()
+            .env("HOTFIX_FAULT", step)
+            .arg("apply")
+            .arg(&patch)
+            .args(["--pid", &pid]));
+        assert_eq!(out.status.signal(), Some(9), "step {step}: not killed");
+        let what = format!("apply killed at {step}");
+        no_mix(&mut t, result, &what);
+        let l = list(t.pid);
+        let got: Vec<&str> = l.iter().map(|(_, s)| s.as_str()).collect();
+        assert_eq!(got, states.to_vec(), "{what}: list {l:?}");
+        // A later apply works on whatever was left.
+        if result == "21 21" {
+            let out = run(hotfix().arg("apply").arg(&patch).args(["--pid", &pid]));
+            assert!(
+                out.status.success(),
+                "{what}: apply: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            no_mix(&mut t, "22 22", &format!("{what}, then applied"));
+        }
+        // Kill a revert at one of its steps.
+        let (rstep, rresult) = PAIR_REVERT_STEPS[k % PAIR_REVERT_STEPS.len()];
+        let out = run(hotfix()
+            .env("HOTFIX_FAULT", rstep)
+            .args(["revert", "pair", "--pid", &pid]));
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "revert step {rstep}: not killed"
+        );
+        let what = format!("{what}, revert killed at {rstep}");
+        no_mix(&mut t, rresult, &what);
+        let want = if rresult == "22 22" {
+            "active"
+        } else {
+            "inactive"
+        };
+        let newest = list(t.pid).last().map(|(_, s)| s.clone());
+        assert_eq!(newest.as_deref(), Some(want), "{what}: {:?}", list(t.pid));
+        // Reverts clean up every record; the old code runs.
+        revert_all(t.pid, "pair", &what);
+        no_mix(&mut t, "21 21", &format!("{what}, then reverted"));
+        let s = t.cmd("status");
+        assert_eq!(field(&s, "errors"), 0, "{what}: {s}");
+        assert_eq!(t.cmd("wake"), "ok");
+    }
+}
+
+/// Kill points inside injected system calls, for apply and revert.
+const INJECT_STEPS: [&str; 5] = [
+    "inject-mmap",
+    "injected-mmap",
+    "inject-mprotect",
+    "injected-mprotect",
+    "inject-munmap",
+];
+
+#[test]
+fn killed_inside_an_injected_system_call_the_thread_resumes_intact() {
+    let (_w, bin, patch) = setup_compute();
+    for step in INJECT_STEPS {
+        let mut t = Running::start(&bin, &["--hammer", "4", "--blockers"]);
+        let pid = t.pid.to_string();
+        assert_eq!(t.cmd("call 5"), "11");
+        if step == "inject-munmap" {
+            let out = run(hotfix().arg("apply").arg(&patch).args(["--pid", &pid]));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut cmd = hotfix();
+        cmd.env("HOTFIX_FAULT", step);
+        if step == "inject-munmap" {
+            cmd.args(["revert", "v2", "--pid", &pid]);
+        } else {
+            cmd.arg("apply").arg(&patch).args(["--pid", &pid]);
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.status.signal(), Some(9), "step {step}: not killed");
+        // The injected thread (the main thread, blocked reading stdin) runs on
+        // with its own registers: it answers, several times.
+        for x in [5, 6, 7] {
+            assert_eq!(
+                t.cmd(&format!("call {x}")),
+                (2 * x + 1).to_string(),
+                "{step}"
+            );
+        }
+        let s = t.cmd("status");
+        assert_eq!(field(&s, "bad"), 0, "{step}: {s}");
+        assert_eq!(field(&s, "errors"), 0, "{step}: {s}");
+        assert_eq!(t.cmd("wake"), "ok");
+        assert!(
+            list(t.pid).iter().all(|(_, s)| s == "inactive"),
+            "{step}: {:?}",
+            list(t.pid)
+        );
+        // And later operations work.
+        let out = run(hotfix().arg("apply").arg(&patch).args(["--pid", &pid]));
+        assert!(
+            out.status.success(),
+            "{step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(t.cmd("call 5"), "22");
+        revert_all(t.pid, "v2", step);
+        assert_eq!(t.cmd("call 5"), "11");
+    }
+}

@@ -97,6 +97,22 @@ pub enum Error {
         /// What differs.
         reason: String,
     },
+    /// A function's entry cannot be redirected safely (its first bytes cannot
+    /// be relocated into a detour, a branch targets them, or the entry
+    /// straddles a page boundary).
+    #[error("process {pid}: function {func} at {addr:#x} in {object}: {reason}")]
+    Entry {
+        /// The process.
+        pid: i32,
+        /// The function.
+        func: String,
+        /// Its address in the target.
+        addr: u64,
+        /// Its object.
+        object: String,
+        /// Why the entry cannot be used.
+        reason: String,
+    },
     /// A symbol of the patch could not be resolved in the target.
     #[error("{object}: symbol {name}: {reason}")]
     Symbol {

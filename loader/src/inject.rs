@@ -1,8 +1,23 @@
 //! System calls injected into a stopped thread of the target (`mmap`,
-//! `mprotect`, `munmap`), without writing a single byte of the target: the
-//! thread's registers are pointed at an existing `syscall` instruction
-//! (`0f 05`, found in the text of a mapped object), run with
-//! `PTRACE_SYSCALL` to the system-call exit, and restored.
+//! `mprotect`, `munmap`): the thread's registers are pointed at a `syscall`
+//! instruction, run with `PTRACE_SYSCALL` to the system-call exit, and
+//! restored.
+//!
+//! Where the `syscall` runs ([`Gadget`]): in a *cave* — padding bytes at the
+//! end of an executable segment's last page, which the program never runs —
+//! hotfix writes `syscall` followed by a *return stub* and a block holding
+//! the thread's registers to restore; the stub reloads every general
+//! register and `rflags`, then jumps to the thread's own PC. So if hotfix is
+//! killed while the thread is anywhere in the injection (its registers set,
+//! in the system call, or stopped after it), the kernel detaches the thread,
+//! the call completes, and the stub puts the thread back where it was with
+//! its own registers: the program never notices. The stub never touches the
+//! program's stack above its red zone (it uses the 8 bytes below the red zone
+//! to restore `rflags`). The cave's original bytes are put back when the
+//! [`Gadget`] is dropped. Without a cave in any mapped object, an existing
+//! `syscall` instruction of the program is used (no byte written) and a kill
+//! inside the injection leaves the thread with wrong registers: a documented
+//! residual risk.
 //!
 //! Invariants: `orig_rax` is set to -1 while injecting, so the kernel does
 //! not apply syscall-restart logic to the injected registers; after the
@@ -16,7 +31,161 @@
 
 use crate::error::{Error, Result};
 use crate::freeze::{Thread, wait_stopped};
+use crate::mem;
 use crate::sys::{self, Regs, Wait};
+use iced_x86::{
+    BlockEncoder, BlockEncoderOptions, Code, Instruction, InstructionBlock, MemoryOperand, Register,
+};
+
+/// Bytes a cave needs: `syscall`, the return stub, the register block.
+pub const CAVE_LEN: u64 = 320;
+/// Offset of the register block in the cave.
+const BLOCK_OFF: u64 = 192;
+/// Registers restored by the stub, in block order (then rsp, rip, rflags).
+const GPRS: [Register; 15] = [
+    Register::RAX,
+    Register::RBX,
+    Register::RCX,
+    Register::RDX,
+    Register::RSI,
+    Register::RDI,
+    Register::RBP,
+    Register::R8,
+    Register::R9,
+    Register::R10,
+    Register::R11,
+    Register::R12,
+    Register::R13,
+    Register::R14,
+    Register::R15,
+];
+
+/// Where injected system calls run: a cave with a return stub (kill-safe),
+/// or an existing `syscall` instruction of the program.
+pub struct Gadget {
+    pid: i32,
+    /// An existing `syscall` instruction (fallback).
+    syscall: u64,
+    /// The cave, its original bytes and the stub code.
+    cave: Option<(u64, Vec<u8>, Vec<u8>)>,
+    writer: mem::Writer,
+}
+
+/// The return stub at `cave`: `syscall`, then restore rflags (through the 8
+/// bytes below the red zone of the thread's own stack), every general
+/// register, rsp, and jump to the saved rip.
+fn stub(cave: u64) -> std::result::Result<Vec<u8>, iced_x86::IcedError> {
+    let slot = |i: usize| {
+        MemoryOperand::with_base_displ(Register::RIP, (cave + BLOCK_OFF + 8 * i as u64) as i64)
+    };
+    let mut v = vec![
+        Instruction::with(Code::Syscall),
+        Instruction::with2(Code::Mov_r64_rm64, Register::RSP, slot(15))?,
+        Instruction::with2(
+            Code::Lea_r64_m,
+            Register::RSP,
+            MemoryOperand::with_base_displ(Register::RSP, -128),
+        )?,
+        Instruction::with1(Code::Push_rm64, slot(17))?,
+        Instruction::with(Code::Popfq),
+        Instruction::with2(
+            Code::Lea_r64_m,
+            Register::RSP,
+            MemoryOperand::with_base_displ(Register::RSP, 128),
+        )?,
+    ];
+    for (i, r) in GPRS.iter().enumerate() {
+        v.push(Instruction::with2(Code::Mov_r64_rm64, *r, slot(i))?);
+    }
+    v.push(Instruction::with1(Code::Jmp_rm64, slot(16))?);
+    let out = BlockEncoder::encode(
+        64,
+        InstructionBlock::new(&v, cave),
+        BlockEncoderOptions::NONE,
+    )?;
+    Ok(out.code_buffer)
+}
+
+/// The register block for `r`.
+fn block(r: &Regs) -> Vec<u8> {
+    let vals = [
+        r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13,
+        r.r14, r.r15, r.rsp, r.rip, r.eflags,
+    ];
+    vals.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+impl Gadget {
+    /// A gadget for process `pid`: the cave at `cave` when given (its bytes
+    /// are read now and put back on drop), else the `syscall` at `syscall`.
+    pub fn new(pid: i32, syscall: Option<u64>, cave: Option<u64>) -> Result<Self> {
+        let writer = mem::Writer::open(pid)?;
+        let cave = match cave {
+            Some(at) => {
+                let code = stub(at).map_err(|e| Error::Process {
+                    pid,
+                    reason: format!("cannot encode the injection stub: {e}"),
+                })?;
+                if code.len() as u64 > BLOCK_OFF {
+                    return Err(Error::Process {
+                        pid,
+                        reason: format!("injection stub of {} bytes", code.len()),
+                    });
+                }
+                Some((at, mem::read_vec(pid, at, CAVE_LEN as usize)?, code))
+            }
+            None => None,
+        };
+        let syscall = match (syscall, &cave) {
+            (Some(s), _) => s,
+            (None, Some((at, _, _))) => *at,
+            (None, None) => {
+                return Err(Error::Process {
+                    pid,
+                    reason: "no syscall instruction and no cave found in any mapped object".into(),
+                });
+            }
+        };
+        Ok(Self {
+            pid,
+            syscall,
+            cave,
+            writer,
+        })
+    }
+
+    /// Whether injections run through a cave (kill-safe).
+    pub fn kill_safe(&self) -> bool {
+        self.cave.is_some()
+    }
+
+    /// Prepares an injection that must return to `restore`: the PC to run
+    /// the `syscall` at.
+    fn entry(&self, restore: &Regs) -> Result<u64> {
+        let Some((at, _, code)) = &self.cave else {
+            return Ok(self.syscall);
+        };
+        let mut bytes = code.clone();
+        bytes.resize(BLOCK_OFF as usize, 0xcc);
+        bytes.extend(block(restore));
+        self.writer.write(*at, &bytes)?;
+        Ok(*at)
+    }
+}
+
+impl Drop for Gadget {
+    fn drop(&mut self) {
+        if let Some((at, orig, _)) = &self.cave
+            && let Err(e) = self.writer.write(*at, orig)
+        {
+            tracing::warn!(
+                "process {}: could not restore the {} cave bytes at {at:#x}: {e}",
+                self.pid,
+                orig.len()
+            );
+        }
+    }
+}
 
 const ERESTARTSYS: i64 = -512;
 const ERESTARTNOINTR: i64 = -513;
@@ -44,13 +213,15 @@ pub fn restart_fixup(saved: &Regs) -> Regs {
     r
 }
 
-/// Runs system call `nr` with `args` in the stopped thread `t` using the
-/// `syscall` instruction at `gadget`; returns the raw result (negative errno
-/// on failure). `t.restore` is set to the registers to restore at resume.
+/// Runs system call `nr` with `args` in the stopped thread `t` through
+/// `gadget`; returns the raw result (negative errno on failure). `t.restore`
+/// is set to the registers to restore at resume. Failure-injection points:
+/// `inject-<name>` (stopped at the call's entry), `injected-<name>` (at its
+/// exit, before the registers are restored).
 pub fn syscall(
     pid: i32,
     t: &mut Thread,
-    gadget: u64,
+    gadget: &Gadget,
     name: &'static str,
     nr: u64,
     args: [u64; 6],
@@ -66,7 +237,7 @@ pub fn syscall(
     let mut orig = t.regs;
     for _attempt in 0..16 {
         let mut r = orig;
-        r.rip = gadget;
+        r.rip = gadget.entry(&restart_fixup(&orig))?;
         r.rax = nr;
         r.orig_rax = u64::MAX;
         r.rdi = args[0];
@@ -99,11 +270,13 @@ pub fn syscall(
             Wait::Gone => return Err(fail("thread exited".into())),
         }
         // Syscall-entry stop reached; run to the exit stop.
+        crate::load::fault(&format!("inject-{name}"));
         sys::cont_syscall(tid, 0).map_err(|e| perr("PTRACE_SYSCALL", e))?;
         match sys::wait(tid).map_err(|e| perr("waitpid", e))? {
             Wait::Stopped { sig, event: 0 } if sig == (libc::SIGTRAP | 0x80) => {}
             other => return Err(fail(format!("unexpected stop {other:?} at syscall exit"))),
         }
+        crate::load::fault(&format!("injected-{name}"));
         let out = sys::get_regs(tid).map_err(|e| perr("PTRACE_GETREGS", e))?;
         let restore = restart_fixup(&orig);
         sys::set_regs(tid, &restore).map_err(|e| perr("PTRACE_SETREGS", e))?;
@@ -118,7 +291,7 @@ pub fn syscall(
 pub fn mmap_fixed(
     pid: i32,
     t: &mut Thread,
-    gadget: u64,
+    gadget: &Gadget,
     addr: u64,
     len: u64,
     prot: i32,
@@ -155,7 +328,7 @@ pub fn mmap_fixed(
 pub fn mprotect(
     pid: i32,
     t: &mut Thread,
-    gadget: u64,
+    gadget: &Gadget,
     addr: u64,
     len: u64,
     prot: i32,
@@ -172,7 +345,7 @@ pub fn mprotect(
 }
 
 /// `munmap(addr, len)`.
-pub fn munmap(pid: i32, t: &mut Thread, gadget: u64, addr: u64, len: u64) -> Result<()> {
+pub fn munmap(pid: i32, t: &mut Thread, gadget: &Gadget, addr: u64, len: u64) -> Result<()> {
     let r = syscall(
         pid,
         t,

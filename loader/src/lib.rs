@@ -14,6 +14,7 @@
 //! error leaves it as it was; all `unsafe` lives in [`sys`].
 
 pub mod check;
+pub mod detour;
 pub mod error;
 pub mod freeze;
 pub mod inject;

@@ -3,9 +3,9 @@
 //!
 //! Layout of the patch mapping (page granular, W^X):
 //! ```text
-//! base + 0      registry header page                       r--
-//! base + 4096   code (.text.*), far-call stubs, .rodata*,   r-x
-//!               .eh_frame
+//! base + 0      registry header page, switch slots          r--
+//! base + 4096   code (.text.*), far-call stubs, detours,    r-x
+//!               .rodata*, .eh_frame
 //! next page     .data*, .bss*, the local GOT,               rw-
 //!               the registry record (JSON)
 //! ```
@@ -60,6 +60,9 @@ pub struct Image {
     pub symbols: HashMap<String, (u64, u64)>,
     /// The relocated `.eh_frame` (address, length), if the patch has one.
     pub eh_frame: Option<(u64, u64)>,
+    /// Offset of the space reserved for detours (`detours` ×
+    /// [`crate::detour::DETOUR_LEN`] bytes, zero-filled, in the code region).
+    pub detours_off: u64,
 }
 
 struct Placed {
@@ -73,11 +76,13 @@ fn align(v: u64, a: u64) -> u64 {
 }
 
 /// Links the patch `elf_bytes` (file `path`) at `base`, resolving undefined
-/// symbols with `resolve` (name -> target address or TLS offset).
+/// symbols with `resolve` (name -> target address or TLS offset), reserving
+/// code space for `detours` detours.
 pub fn link(
     path: &Path,
     elf_bytes: &[u8],
     base: u64,
+    detours: u64,
     resolve: &dyn Fn(&str) -> Result<Resolved>,
 ) -> Result<Image> {
     let perr = |reason: String| Error::Patch {
@@ -185,6 +190,9 @@ pub fn link(
     off = align(off, 16);
     let stubs_off = off;
     off += 16 * undef.len() as u64;
+    off = align(off, 16);
+    let detours_off = off;
+    off += detours * crate::detour::DETOUR_LEN;
     for &i in &rodata {
         place(i, &mut off);
     }
@@ -476,5 +484,6 @@ pub fn link(
         data_off,
         symbols,
         eh_frame,
+        detours_off,
     })
 }

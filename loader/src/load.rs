@@ -27,7 +27,7 @@ use crate::freeze::{self, Frozen};
 use crate::link::{self, PAGE, Resolved};
 use crate::registry::{self, Entry, FuncRecord, Record, State};
 use crate::target::{Object, Process, Query, Symbols, read_maps};
-use crate::{inject, mem, trampoline};
+use crate::{detour, inject, mem, trampoline};
 use patchgen::format::{Binding, Kind, Meta};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -193,7 +193,44 @@ fn write_sites(pid: i32, writer: &mem::Writer, sites: &[(u64, Vec<u8>)], step: &
     Ok(())
 }
 
-fn fault(step: &str) {
+/// Writes every slot of `rec` (a switched patch) with `value(func)` in ONE
+/// write: all slots lie in one page of the patch mapping, so the write is
+/// the commit point of the switch (see [`crate::detour`]).
+fn flip(
+    pid: i32,
+    writer: &mem::Writer,
+    rec: &Record,
+    value: impl Fn(&FuncRecord) -> u64,
+) -> Result<()> {
+    let slots: Vec<(u64, u64)> = rec
+        .funcs
+        .iter()
+        .filter_map(|f| f.slot.map(|s| (s, value(f))))
+        .collect();
+    let (Some(lo), Some(hi)) = (
+        slots.iter().map(|s| s.0).min(),
+        slots.iter().map(|s| s.0 + 8).max(),
+    ) else {
+        return Ok(());
+    };
+    if lo / PAGE != (hi - 1) / PAGE {
+        return Err(Error::Registry {
+            pid,
+            id: rec.id.clone(),
+            reason: format!("slots {lo:#x}..{hi:#x} are not in one page"),
+        });
+    }
+    let mut buf = mem::read_vec(pid, lo, (hi - lo) as usize)?;
+    for (a, v) in slots {
+        let off = (a - lo) as usize;
+        buf[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    writer.write(lo, &buf)
+}
+
+/// Fires failure-injection point `step`: with `HOTFIX_FAULT=<step>` hotfix
+/// kills itself with `SIGKILL` here.
+pub(crate) fn fault(step: &str) {
     if std::env::var("HOTFIX_FAULT").is_ok_and(|v| v == step) {
         tracing::warn!("HOTFIX_FAULT={step}: killing hotfix");
         crate::sys::kill_self();
@@ -206,7 +243,10 @@ struct Planned {
     old_addr: u64,
     old_size: u64,
     site: u64,
-    saved: [u8; 5],
+    /// The live bytes from the site (up to 32), the source of a detour.
+    live_entry: Vec<u8>,
+    /// The bytes the entry write replaces (5, or 6 with a switch).
+    saved: Vec<u8>,
     new_symbol: String,
     prev: Option<(u64, u64)>,
 }
@@ -328,21 +368,31 @@ fn first_thread(pid: i32) -> Result<Frozen> {
     }))
 }
 
-fn gadget(proc: &Process) -> Result<u64> {
-    proc.objects
-        .iter()
-        .find_map(Object::syscall_gadget)
-        .ok_or_else(|| Error::Process {
-            pid: proc.pid,
-            reason: "no syscall instruction found in any mapped object".into(),
-        })
+/// Where injected system calls run: a cave of a mapped object (kill-safe,
+/// see [`inject`]), else an existing `syscall` instruction.
+fn gadget(proc: &Process) -> Result<inject::Gadget> {
+    let syscall = proc.objects.iter().find_map(Object::syscall_gadget);
+    let cave = proc.objects.iter().find_map(|o| o.cave(inject::CAVE_LEN));
+    if let Some(c) = cave {
+        tracing::debug!(
+            "process {}: injected system calls run in the cave at {c:#x}",
+            proc.pid
+        );
+    } else {
+        tracing::warn!(
+            "process {}: no {}-byte cave in any mapped object; a kill of hotfix during an injected system call would leave that thread with wrong registers",
+            proc.pid,
+            inject::CAVE_LEN
+        );
+    }
+    inject::Gadget::new(proc.pid, syscall, cave)
 }
 
 fn unmap_leftover(pid: i32, proc: &Process, base: u64, size: u64) {
     let res = gadget(proc).and_then(|g| {
         let mut f = first_thread(pid)?;
         let r = match f.threads.first_mut() {
-            Some(t) => inject::munmap(pid, t, g, base, size),
+            Some(t) => inject::munmap(pid, t, &g, base, size),
             None => Ok(()),
         };
         f.resume();
@@ -449,7 +499,7 @@ pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
                 reason: format!("function {}: expected bytes are not hex", f.name),
             });
         };
-        let n = expected.len().max(9);
+        let n = expected.len().max(16);
         let file = obj
             .file_bytes(s.value, n.min(s.size.max(5) as usize))
             .ok_or_else(|| mismatch("function bytes are not in the file".into()))?
@@ -462,18 +512,17 @@ pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
         let site = old_addr + site_off;
         let live = mem::read_vec(pid, old_addr, file.len())?;
         let so = site_off as usize;
-        let mut saved = [0u8; 5];
-        saved.copy_from_slice(&live[so..so + 5]);
         let mut prev = None;
         if live != file {
             // Stacking: the site must hold the jump of the newest active patch.
             let top = entries.iter().rev().find_map(|e| {
-                e.record
-                    .funcs
-                    .iter()
-                    .find(|r| r.site == site && hex::encode(saved) == r.jump)
+                e.record.funcs.iter().find(|r| {
+                    let j = r.jump_bytes();
+                    r.site == site && !j.is_empty() && live.get(so..so + j.len()) == Some(&j[..])
+                })
             });
-            let rest_ok = live[..so] == file[..so] && live[so + 5..] == file[so + 5..];
+            let jl = top.map(|r| r.jump_bytes().len()).unwrap_or(5);
+            let rest_ok = live[..so] == file[..so] && live.get(so + jl..) == file.get(so + jl..);
             match top {
                 Some(r) if rest_ok => prev = Some((r.new_addr, r.new_size)),
                 _ => {
@@ -485,16 +534,72 @@ pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
                 }
             }
         }
+        let live_entry = mem::read_vec(pid, site, (s.size - site_off).min(32) as usize)?;
         plan.push(Planned {
             object: oi,
             name: f.name.clone(),
             old_addr,
             old_size: s.size,
             site,
-            saved,
+            live_entry,
+            saved: Vec::new(),
             new_symbol: f.new_symbol.clone(),
             prev,
         });
+    }
+    // Entry sites on more than one page: switch through slots (see
+    // `detour`); otherwise 5-byte jumps written in one write.
+    let switch = {
+        let mut pages: Vec<u64> = plan.iter().map(|p| p.site / PAGE).collect();
+        pages.sort();
+        pages.dedup();
+        pages.len() > 1
+    };
+    let entry_len = if switch { detour::JUMP_LEN } else { 5 };
+    if switch && plan.len() as u64 > detour::MAX_SLOTS {
+        return Err(Error::Patch {
+            path: patch.path.clone(),
+            reason: format!(
+                "{} functions on several pages; at most {} can be switched at once",
+                plan.len(),
+                detour::MAX_SLOTS
+            ),
+        });
+    }
+    for p in &mut plan {
+        let obj = &proc.objects[p.object];
+        let refuse = |reason: String| Error::Entry {
+            pid,
+            func: p.name.clone(),
+            addr: p.old_addr,
+            object: obj.path.clone(),
+            reason,
+        };
+        if p.site + entry_len as u64 > p.old_addr + p.old_size {
+            return Err(refuse(format!(
+                "function is too small for a {entry_len}-byte entry jump"
+            )));
+        }
+        if p.site / PAGE != (p.site + entry_len as u64 - 1) / PAGE {
+            return Err(refuse(format!(
+                "its {entry_len}-byte entry site {:#x} straddles a page boundary, so a kill of hotfix could tear the write",
+                p.site
+            )));
+        }
+        p.saved = p.live_entry[..entry_len].to_vec();
+        if switch {
+            let (_, covered) = detour::build(&p.live_entry, p.site, p.site).map_err(&refuse)?;
+            let code = obj
+                .file_bytes(p.old_addr.wrapping_sub(obj.bias), p.old_size as usize)
+                .ok_or_else(|| refuse("function bytes are not in the file".into()))?;
+            if let Some((from, to)) =
+                detour::branch_into(code, p.old_addr, p.site, p.site + covered as u64)
+            {
+                return Err(refuse(format!(
+                    "the branch at {from:#x} targets {to:#x}, inside the {covered} entry bytes a switch would displace"
+                )));
+            }
+        }
     }
     // References.
     let mut resolved: HashMap<String, Resolved> = HashMap::new();
@@ -581,11 +686,13 @@ pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
     // Link near the first function's object.
     let near = proc.objects[plan[0].object].span;
     let near_name = proc.objects[plan[0].object].path.clone();
-    let probe = link::link(&patch.path, &patch.bytes, near.0, &resolve)?;
+    let ndetours = if switch { plan.len() as u64 } else { 0 };
+    let probe = link::link(&patch.path, &patch.bytes, near.0, ndetours, &resolve)?;
     let build = |image: link::Image| -> Result<(Vec<u8>, Record)> {
         let (secs, nanos) = now_secs();
         let mut funcs = Vec::new();
-        for p in &plan {
+        let mut patches: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (i, p) in plan.iter().enumerate() {
             let (new_addr, new_size) =
                 image
                     .symbols
@@ -598,11 +705,32 @@ pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
                             p.new_symbol
                         ),
                     })?;
-            let jump = trampoline::jump(p.site, new_addr).ok_or_else(|| Error::NoSpace {
+            let no_space = || Error::NoSpace {
                 pid,
                 object: near_name.clone(),
                 size: image.bytes.len() as u64,
-            })?;
+            };
+            let (jump, slot, detour) = if switch {
+                let off = image.detours_off + i as u64 * detour::DETOUR_LEN;
+                let at = image.base + off;
+                let slot = image.base + detour::SLOT_OFF + 8 * i as u64;
+                let (code, _) =
+                    detour::build(&p.live_entry, p.site, at).map_err(|reason| Error::Entry {
+                        pid,
+                        func: p.name.clone(),
+                        addr: p.old_addr,
+                        object: proc.objects[p.object].path.clone(),
+                        reason,
+                    })?;
+                let len = code.len() as u64;
+                patches.push((off, code));
+                patches.push((detour::SLOT_OFF + 8 * i as u64, at.to_le_bytes().to_vec()));
+                let j = detour::indirect_jump(p.site, slot).ok_or_else(no_space)?;
+                (j.to_vec(), Some(slot), Some((at, len)))
+            } else {
+                let j = trampoline::jump(p.site, new_addr).ok_or_else(no_space)?;
+                (j.to_vec(), None, None)
+            };
             funcs.push(FuncRecord {
                 name: p.name.clone(),
                 object: proc.objects[p.object].path.clone(),
@@ -612,8 +740,10 @@ pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
                 site: p.site,
                 new_addr,
                 new_size,
-                saved: hex::encode(p.saved),
+                saved: hex::encode(&p.saved),
                 jump: hex::encode(jump),
+                slot,
+                detour,
             });
         }
         let pick = |names: &[String]| {
@@ -660,6 +790,10 @@ pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
             reason: e.to_string(),
         })?;
         let mut bytes = image.bytes;
+        for (off, b) in &patches {
+            let off = *off as usize;
+            bytes[off..off + b.len()].copy_from_slice(b);
+        }
         bytes[..registry::HEADER_LEN]
             .copy_from_slice(&registry::header(rec_off, json.len() as u64));
         bytes.extend_from_slice(&json);
@@ -678,25 +812,25 @@ pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
         let Some(base) = proc.free_range_near(near, size, skip) else {
             break;
         };
-        let image = link::link(&patch.path, &patch.bytes, base, &resolve)?;
+        let image = link::link(&patch.path, &patch.bytes, base, ndetours, &resolve)?;
         let code = image.code;
         let (bytes, rec) = build(image)?;
         let Some(t) = one.threads.first_mut() else {
             break;
         };
         let prot_rw = libc::PROT_READ | libc::PROT_WRITE;
-        if inject::mmap_fixed(pid, t, g, base, rec.size, prot_rw)?.is_none() {
+        if inject::mmap_fixed(pid, t, &g, base, rec.size, prot_rw)?.is_none() {
             continue;
         }
         let res = (|| -> Result<()> {
             let w = mem::Writer::open(pid)?;
             w.write(base, &bytes)?;
-            inject::mprotect(pid, t, g, base, PAGE, libc::PROT_READ)?;
+            inject::mprotect(pid, t, &g, base, PAGE, libc::PROT_READ)?;
             if code.1 > 0 {
                 inject::mprotect(
                     pid,
                     t,
-                    g,
+                    &g,
                     base + code.0,
                     code.1,
                     libc::PROT_READ | libc::PROT_EXEC,
@@ -705,7 +839,7 @@ pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
             Ok(())
         })();
         if let Err(e) = res {
-            let _ = inject::munmap(pid, t, g, base, rec.size);
+            let _ = inject::munmap(pid, t, &g, base, rec.size);
             return Err(e);
         }
         loaded = Some(rec);
@@ -733,6 +867,18 @@ pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
                 end: a + s,
                 label: format!("{} (previous patch)", p.name),
             });
+        }
+        // A thread in an earlier patch's detour runs the old function.
+        for e in &entries {
+            for f in e.record.funcs.iter().filter(|f| f.site == p.site) {
+                if let Some((a, s)) = f.detour {
+                    ranges.push(BusyRange {
+                        start: a,
+                        end: a + s,
+                        label: format!("{} (detour of patch {})", p.name, e.record.id),
+                    });
+                }
+            }
         }
     }
     let mut unwinder = Unwinder::new(pid, modules(pid, &proc, &entries));
@@ -771,8 +917,7 @@ pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
         fault("checked");
         // Re-verify the live bytes under the stop.
         for (p, f) in plan.iter().zip(&rec.funcs) {
-            let mut live = [0u8; 5];
-            mem::read(pid, p.site, &mut live)?;
+            let live = mem::read_vec(pid, p.site, p.saved.len())?;
             if live != p.saved {
                 drop(frozen);
                 unmap_leftover(pid, &proc, rec.base, rec.size);
@@ -791,6 +936,11 @@ pub fn apply(pid: i32, patch: &Patch, opts: &Options) -> Result<Report> {
             .map(|f| (f.site, hex::decode(&f.jump).unwrap_or_default()))
             .collect();
         write_sites(pid, &writer, &sites, "jump")?;
+        if switch {
+            // The commit point: one write of the slot page.
+            flip(pid, &writer, &rec, |f| f.new_addr)?;
+            fault("switched");
+        }
         let threads = frozen.threads.len();
         let pause = frozen.resume();
         fault("resumed");
@@ -839,7 +989,12 @@ pub fn revert(pid: i32, id: &str, opts: &Options) -> Result<Report> {
             ),
         });
     }
-    if e.state == State::Inactive {
+    let switched = rec.funcs.iter().any(|f| f.slot.is_some());
+    let mut holds_jump = false;
+    for f in &rec.funcs {
+        holds_jump |= mem::read_vec(pid, f.site, f.jump_bytes().len())? == f.jump_bytes();
+    }
+    if e.state == State::Inactive && !holds_jump {
         // A leftover of an interrupted apply or revert: nothing runs it.
         unmap_leftover(pid, &proc, rec.base, rec.size);
         return Err(Error::Registry {
@@ -887,17 +1042,23 @@ pub fn revert(pid: i32, id: &str, opts: &Options) -> Result<Report> {
             continue;
         }
         fault("checked");
+        if switched {
+            // The commit point: every function back to its detour at once.
+            flip(pid, &writer, &rec, |f| {
+                f.detour.map(|d| d.0).unwrap_or(f.new_addr)
+            })?;
+            fault("unswitched");
+        }
         let mut sites = Vec::new();
         for f in &rec.funcs {
-            let mut live = [0u8; 5];
-            mem::read(pid, f.site, &mut live)?;
-            if hex::encode(live) == f.jump {
-                sites.push((f.site, hex::decode(&f.saved).unwrap_or_default()));
+            let jump = f.jump_bytes();
+            if mem::read_vec(pid, f.site, jump.len())? == jump {
+                sites.push((f.site, f.saved_bytes()));
             }
         }
         write_sites(pid, &writer, &sites, "restore")?;
         if let Some(t) = frozen.threads.first_mut() {
-            inject::munmap(pid, t, g, rec.base, rec.size)?;
+            inject::munmap(pid, t, &g, rec.base, rec.size)?;
         }
         let threads = frozen.threads.len();
         let pause = frozen.resume();

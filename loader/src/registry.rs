@@ -10,6 +10,13 @@
 //! apply that was killed before its jumps were written shows as
 //! [`State::Inactive`]; nothing the target runs depends on it.
 //!
+//! Switch (version 2): a patch whose entry sites span several pages records
+//! per function the [`crate::detour`] slot and detour; such a function runs
+//! the new code when its site holds the patch's `jmp *slot(%rip)` and the
+//! slot holds the new address, and the old code when the slot holds the
+//! detour (or the site its saved bytes). Version-1 records (5-byte jumps
+//! only) are still read.
+//!
 //! Stacking: each function keeps the bytes its jump overwrote (the original
 //! bytes, or the previous patch's jump), so reverts restore them in
 //! last-in-first-out order; a revert whose jump has been overwritten by a
@@ -21,8 +28,10 @@ use serde::{Deserialize, Serialize};
 
 /// First bytes of a patch mapping.
 pub const MAGIC: &[u8; 16] = b"HOTFIX-REGISTRY\0";
-/// Version of the registry layout.
-pub const VERSION: u32 = 1;
+/// Version of the registry layout written (2: slots and detours).
+pub const VERSION: u32 = 2;
+/// Oldest version read.
+pub const MIN_VERSION: u32 = 1;
 /// Size of the header: magic, version, reserved, record offset, record length.
 pub const HEADER_LEN: usize = 40;
 
@@ -45,10 +54,69 @@ pub struct FuncRecord {
     pub new_addr: u64,
     /// Size of the new function.
     pub new_size: u64,
-    /// Hex of the 5 bytes the jump replaced.
+    /// Hex of the bytes the jump replaced (5, or 6 with a slot).
     pub saved: String,
-    /// Hex of the jump.
+    /// Hex of the jump: `jmp rel32` to the new code, or `jmp *slot(%rip)`.
     pub jump: String,
+    /// With a switch: the slot's address (holds the detour or the new code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u64>,
+    /// With a switch: the detour (address, length) replaying the old entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detour: Option<(u64, u64)>,
+}
+
+/// Where a function's entry leads now, for one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To this record's new code.
+    New,
+    /// To the old code (the site holds the saved bytes, or the jump through a
+    /// slot that holds the detour).
+    Old,
+    /// Elsewhere: a later patch's jump (stacked), or unknown bytes.
+    Other,
+}
+
+impl FuncRecord {
+    /// The jump's bytes.
+    pub fn jump_bytes(&self) -> Vec<u8> {
+        hex::decode(&self.jump).unwrap_or_default()
+    }
+
+    /// The saved bytes.
+    pub fn saved_bytes(&self) -> Vec<u8> {
+        hex::decode(&self.saved).unwrap_or_default()
+    }
+
+    /// Reads where the entry of this function leads in process `pid`.
+    pub fn route(&self, pid: i32) -> Result<Route> {
+        let jump = self.jump_bytes();
+        let live = crate::mem::read_vec(pid, self.site, jump.len())?;
+        if live == jump {
+            return Ok(match (self.slot, self.detour) {
+                (Some(slot), Some((detour, _))) => {
+                    let v = crate::mem::read_u64(pid, slot)?;
+                    if v == self.new_addr {
+                        Route::New
+                    } else if v == detour {
+                        Route::Old
+                    } else {
+                        Route::Other
+                    }
+                }
+                _ => Route::New,
+            });
+        }
+        let saved = self.saved_bytes();
+        Ok(
+            if crate::mem::read_vec(pid, self.site, saved.len())? == saved {
+                Route::Old
+            } else {
+                Route::Other
+            },
+        )
+    }
 }
 
 /// What a patch mapping records about its patch.
@@ -121,11 +189,11 @@ pub fn parse_header(pid: i32, base: u64, h: &[u8]) -> Result<Option<(u64, u64)>>
         u64::from_le_bytes(a)
     };
     let v = u32_at(16);
-    if v != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&v) {
         return Err(Error::Registry {
             pid,
             id: format!("(mapping {base:#x})"),
-            reason: format!("registry version {v}, this hotfix reads {VERSION}"),
+            reason: format!("registry version {v}, this hotfix reads {MIN_VERSION} to {VERSION}"),
         });
     }
     Ok(Some((u64_at(24), u64_at(32))))
@@ -166,7 +234,10 @@ pub fn scan(pid: i32, maps: &[Mapping]) -> Result<Vec<Entry>> {
             Ok(r)
                 if r.base == m.start
                     && r.funcs.iter().all(|f| {
-                        f.saved.len() == 10 && f.jump.len() == 10 && hex::decode(&f.saved).is_ok()
+                        matches!(f.saved.len(), 10 | 12)
+                            && matches!(f.jump.len(), 10 | 12)
+                            && hex::decode(&f.saved).is_ok()
+                            && hex::decode(&f.jump).is_ok()
                     }) =>
             {
                 records.push(r)
@@ -187,12 +258,10 @@ pub fn scan(pid: i32, maps: &[Mapping]) -> Result<Vec<Entry>> {
         let mut active = 0;
         let mut overridden = Vec::new();
         for f in &r.funcs {
-            let mut live = [0u8; 5];
-            crate::mem::read(pid, f.site, &mut live)?;
-            if hex::encode(live) == f.jump {
-                active += 1;
-            } else if live != hex::decode(&f.saved).unwrap_or_default().as_slice() {
-                overridden.push(f.name.clone());
+            match f.route(pid)? {
+                Route::New => active += 1,
+                Route::Old => {}
+                Route::Other => overridden.push(f.name.clone()),
             }
         }
         let n = r.funcs.len();

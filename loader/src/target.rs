@@ -138,6 +138,8 @@ pub struct Object {
     /// `PT_TLS` (vaddr, memsz, align) when present.
     pub tls: Option<(u64, u64, u64)>,
     loads: Vec<(u64, u64, u64)>,
+    /// `PT_LOAD` (vaddr, memsz).
+    load_mem: Vec<(u64, u64)>,
 }
 
 impl Object {
@@ -167,6 +169,12 @@ impl Object {
             .iter()
             .filter(|p| p.p_type == ph::PT_LOAD)
             .map(|p| (p.p_vaddr, p.p_offset, p.p_filesz))
+            .collect();
+        let load_mem: Vec<(u64, u64)> = elf
+            .program_headers
+            .iter()
+            .filter(|p| p.p_type == ph::PT_LOAD)
+            .map(|p| (p.p_vaddr, p.p_memsz))
             .collect();
         let tls = elf
             .program_headers
@@ -224,6 +232,7 @@ impl Object {
             eh_frame,
             tls,
             loads,
+            load_mem,
         })
     }
 
@@ -255,6 +264,37 @@ impl Object {
                 if let Some(i) = bytes.windows(2).position(|w| w == [0x0f, 0x05]) {
                     return Some(lo + i as u64 + self.bias);
                 }
+            }
+        }
+        None
+    }
+
+    /// A *cave*: the AVMA of `len` bytes (16-aligned) of an executable
+    /// mapping of this object that no `PT_LOAD` covers — the padding after
+    /// the end of the executable segment up to the end of its last page.
+    /// The program never executes or reads these bytes.
+    pub fn cave(&self, len: u64) -> Option<u64> {
+        if self.path.starts_with('[') {
+            return None;
+        }
+        for &(s, e) in &self.text {
+            let (lo, hi) = (s.wrapping_sub(self.bias), e.wrapping_sub(self.bias));
+            let mut start = lo;
+            for &(v, m) in &self.load_mem {
+                if v < hi && v + m > start {
+                    start = start.max(v + m);
+                }
+            }
+            let start = start.div_ceil(16) * 16;
+            let end = self
+                .load_mem
+                .iter()
+                .map(|&(v, _)| v)
+                .filter(|&v| v >= start && v < hi)
+                .min()
+                .unwrap_or(hi);
+            if start < end && end - start >= len {
+                return Some(start.wrapping_add(self.bias));
             }
         }
         None

@@ -20,7 +20,7 @@ fn truncated_and_corrupted_patches_give_errors_not_panics() {
     let path = b.patch("compute_static.c", &spec);
     let good = std::fs::read(&path).expect("read");
     let resolve = |_: &str| Ok(Resolved::Addr(0x5555_0000_1000));
-    assert!(link(&path, &good, 0x5555_1000_0000, &resolve).is_ok());
+    assert!(link(&path, &good, 0x5555_1000_0000, 0, &resolve).is_ok());
     let mut errors = 0;
     let mut cases: Vec<Vec<u8>> = (0..good.len())
         .step_by(7)
@@ -40,7 +40,7 @@ fn truncated_and_corrupted_patches_give_errors_not_panics() {
         if loader::Patch::read(&p).is_err() {
             errors += 1;
         }
-        if link(&p, c, 0x5555_1000_0000, &resolve).is_err() {
+        if link(&p, c, 0x5555_1000_0000, 0, &resolve).is_err() {
             errors += 1;
         }
     }

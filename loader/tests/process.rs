@@ -646,3 +646,86 @@ fn unwinds_through_patch_code_with_its_eh_frame() {
     assert_eq!(t.call(5), 22);
     assert_eq!(t.status("bad"), 0);
 }
+
+fn states(pid: i32) -> Vec<(String, State)> {
+    loader::list(pid)
+        .expect("list")
+        .into_iter()
+        .map(|e| (e.record.id, e.state))
+        .collect()
+}
+
+#[test]
+fn switch_over_two_pages_stacks_both_ways_and_reverts_lifo() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let pair = read_patch(&b.patch("pair_v2.c", &Spec::new("pair", &bin, &["pair_a", "pair_b"])));
+    let a3 = read_patch(&b.patch("pair_a_v3.c", &Spec::new("a3", &bin, &["pair_a"])));
+    let mut t = Running::start(&bin, &["--hammer", "8"]);
+    assert_eq!(t.cmd("pair 5"), "21 21");
+    // The switch: slots and detours recorded, 6-byte jumps.
+    loader::apply(t.pid, &pair, &opts(10)).expect("apply pair");
+    assert_eq!(t.cmd("pair 5"), "22 22");
+    let l = loader::list(t.pid).expect("list");
+    assert!(
+        l[0].record
+            .funcs
+            .iter()
+            .all(|f| f.slot.is_some() && f.detour.is_some() && f.jump.starts_with("ff25")),
+        "{:?}",
+        l[0].record.funcs
+    );
+    // A 5-byte jump stacked over a slot jump, LIFO.
+    loader::apply(t.pid, &a3, &opts(10)).expect("apply a3 on top");
+    assert_eq!(t.cmd("pair 5"), "23 22");
+    assert_eq!(
+        states(t.pid),
+        vec![
+            ("pair".into(), State::Stacked),
+            ("a3".into(), State::Active)
+        ]
+    );
+    let e = loader::revert(t.pid, "pair", &opts(10)).expect_err("out of order");
+    assert!(e.to_string().contains("a3 first"), "{e}");
+    loader::revert(t.pid, "a3", &opts(10)).expect("revert a3");
+    assert_eq!(t.cmd("pair 5"), "22 22");
+    loader::revert(t.pid, "pair", &opts(10)).expect("revert pair");
+    assert_eq!(t.cmd("pair 5"), "21 21");
+    // A switch stacked over a 5-byte jump: its detour replays that jump.
+    loader::apply(t.pid, &a3, &opts(10)).expect("apply a3");
+    loader::apply(t.pid, &pair, &opts(10)).expect("apply pair on top");
+    assert_eq!(t.cmd("pair 5"), "22 22");
+    assert_eq!(
+        states(t.pid),
+        vec![
+            ("a3".into(), State::Stacked),
+            ("pair".into(), State::Active)
+        ]
+    );
+    loader::revert(t.pid, "pair", &opts(10)).expect("revert pair");
+    assert_eq!(t.cmd("pair 5"), "23 21");
+    loader::revert(t.pid, "a3", &opts(10)).expect("revert a3");
+    assert_eq!(t.cmd("pair 5"), "21 21");
+    assert!(loader::list(t.pid).expect("list").is_empty());
+    assert_eq!(t.status("bad"), 0);
+    assert_eq!(t.call(5), 11);
+}
+
+#[test]
+fn switch_hammered_200_cycles() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let pair = read_patch(&b.patch("pair_v2.c", &Spec::new("pair", &bin, &["pair_a", "pair_b"])));
+    let mut t = Running::start(&bin, &["--pairs", "32"]);
+    for i in 0..200 {
+        let a = loader::apply(t.pid, &pair, &opts(20));
+        assert!(a.is_ok(), "cycle {i}: apply: {:?}", a.err());
+        let r = loader::revert(t.pid, "pair", &opts(20));
+        assert!(r.is_ok(), "cycle {i}: revert: {:?}", r.err());
+    }
+    assert!(t.alive(), "target crashed");
+    let s = t.cmd("pairs");
+    assert_eq!(support::field(&s, "bad"), 0, "{s}");
+    assert!(support::field(&s, "pair_calls") > 0, "{s}");
+    assert_eq!(t.cmd("pair 5"), "21 21");
+}

@@ -8,10 +8,15 @@
  * gap between calls, threads blocked in futex/nanosleep/epoll_wait, and
  * real-time signal handlers counting every signal and its value.
  *
- *   target [--hammer N] [--idle N] [--stuck] [--sleepy] [--spinner]
- *          [--blockers] [--victim] [--lib]
- * Commands: call X | lib X | tls N | scale X | status | gap | resetgap |
- *           sigs | unblock | wake | poke | tids | release | quit
+ * --pairs N starts threads calling pair_a() and pair_b(), two functions on
+ * different pages that one patch replaces together, and counting the pairs
+ * whose results come from different versions ("mixed").
+ *
+ *   target [--hammer N] [--pairs N] [--idle N] [--stuck] [--sleepy]
+ *          [--spinner] [--blockers] [--victim] [--lib]
+ * Commands: call X | pair X | lib X | tls N | scale X | status | pairs |
+ *           resetpairs | gap | resetgap | sigs | unblock | wake | poke |
+ *           tids | release | quit
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -49,6 +54,12 @@ static atomic_long victim_spins;
 /* The function the patches replace: old x*2+1, new x*3+7. */
 NOPATCH_INLINE int compute(int x) { return x * 2 + g_one; }
 
+/* Two functions on different pages (aligned 4096), patched together: old
+ * x*4+1, new x*4+2. The first instruction reads g_one rip-relative. */
+__attribute__((noipa, aligned(4096))) int pair_a(int x) { return g_one + (x << 2); }
+__attribute__((noipa, aligned(4096))) int pair_b(int x) { return g_one + (x << 2); }
+static atomic_long pair_calls, pair_mixed;
+
 /* A static function the patches call. */
 static NOPATCH_INLINE int scale(int x) { return x * factor; }
 
@@ -61,8 +72,9 @@ NOPATCH_INLINE void stuck(void) {
 }
 
 /* On a stack until the "release" command, then never again. */
-static atomic_int sleepy_release;
+static atomic_int sleepy_release, sleepy_in;
 NOPATCH_INLINE int sleepy(void) {
+    atomic_store(&sleepy_in, 1);
     while (!atomic_load(&sleepy_release)) usleep(10000);
     atomic_store(&sleepy_done, 1);
     return 1;
@@ -98,6 +110,23 @@ static void *hammer_main(void *arg) {
             abort();
         }
         atomic_fetch_add(&calls, 1);
+        if ((i & 1023) == 0) sched_yield();
+    }
+    return NULL;
+}
+
+static void *pair_main(void *arg) {
+    long seed = (long)arg;
+    for (unsigned i = 0;; i++) {
+        int x = (int)((seed * 7919 + i) & 0xffff);
+        int a = pair_a(x) - x * 4, b = pair_b(x) - x * 4;
+        if ((a != 1 && a != 2) || (b != 1 && b != 2)) {
+            atomic_fetch_add(&bad, 1);
+            fprintf(stderr, "BAD pair(%d) = %d %d\n", x, a, b);
+            abort();
+        }
+        if (a != b) atomic_fetch_add(&pair_mixed, 1);
+        atomic_fetch_add(&pair_calls, 1);
         if ((i & 1023) == 0) sched_yield();
     }
     return NULL;
@@ -204,7 +233,7 @@ static void start(void *(*fn)(void *), void *arg) {
 }
 
 int main(int argc, char **argv) {
-    int hammer = 0, idle = 0, use_lib = 0;
+    int hammer = 0, idle = 0, use_lib = 0, pairs = 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
     /* SIGRTMIN+1 stays blocked (pending) until "unblock"; every thread inherits the mask. */
     sigset_t set;
@@ -221,6 +250,7 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--hammer") && i + 1 < argc) hammer = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--idle") && i + 1 < argc) idle = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--pairs") && i + 1 < argc) pairs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--stuck")) start(stuck_main, NULL);
         else if (!strcmp(argv[i], "--sleepy")) start(sleepy_main, NULL);
         else if (!strcmp(argv[i], "--spinner")) start(spinner_main, NULL);
@@ -236,11 +266,21 @@ int main(int argc, char **argv) {
     }
     for (long i = 0; i < hammer; i++) start(hammer_main, (void *)i);
     for (long i = 0; i < idle; i++) start(idle_main, NULL);
+    for (long i = 0; i < pairs; i++) start(pair_main, (void *)i);
+    /* "ready" only once sleepy() is on its thread's stack. */
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--sleepy"))
+            while (!atomic_load(&sleepy_in)) usleep(1000);
     printf("ready %d\n", getpid());
     char line[256];
     while (fgets(line, sizeof line, stdin)) {
         int x = 0;
         if (sscanf(line, "call %d", &x) == 1) printf("%d\n", compute(x));
+        else if (sscanf(line, "pair %d", &x) == 1) printf("%d %d\n", pair_a(x), pair_b(x));
+        else if (!strncmp(line, "pairs", 5))
+            printf("pair_calls=%ld pair_mixed=%ld bad=%ld\n", atomic_load(&pair_calls),
+                   atomic_load(&pair_mixed), atomic_load(&bad));
+        else if (!strncmp(line, "resetpairs", 10)) { atomic_store(&pair_mixed, 0); printf("ok\n"); }
         else if (sscanf(line, "lib %d", &x) == 1) printf("%d\n", use_lib && lib_compute ? lib_compute(x) : -1);
         else if (sscanf(line, "tls %d", &x) == 1) { tls_val = x; printf("ok\n"); }
         else if (sscanf(line, "scale %d", &x) == 1) printf("%d\n", scale(x));
