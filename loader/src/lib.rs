@@ -7,7 +7,8 @@
 //! symbol resolution, relocations) → [`inject`] (allocate memory near the
 //! target object by a syscall injected into a stopped thread) → [`freeze`]
 //! (stop every thread) → [`check`] (unwind every stack) → [`trampoline`]
-//! (expected bytes, 5-byte jumps) → resume. [`registry`] keeps a record of
+//! (expected bytes, 5-byte jumps) or [`detour`] (a switch through slots
+//! when the entries span pages) → resume. [`registry`] keeps a record of
 //! each patch inside the target; [`load`] sequences it all.
 //!
 //! Invariants: the target always runs either the old code or the new; an

@@ -4,22 +4,27 @@
 //! `HOTFIX_FAULT=<step>` hotfix kills itself with `SIGKILL` there):
 //! 1. plan, touching nothing: read the patch, match its targets by build-id,
 //!    resolve every symbol, check sizes and expected bytes (file and live),
-//!    link the image at a chosen free address within ±2 GiB [`planned`];
-//! 2. load, with one thread stopped: inject `mmap`, write the image and the
-//!    registry record, `mprotect` code r-x [`loaded`]; the new code is
-//!    unreachable, so the target still runs only old code;
-//! 3. stop the world [`frozen`], check every stack; busy: resume, back off,
-//!    retry until the timeout, then unmap and fail (exit 3) [`checked`];
-//! 4. re-verify the live bytes, write one 5-byte jump per function, each in
-//!    one write [`jump-N` after the N-th, 1-based];
-//! 5. resume every thread [`resumed`].
+//!    choose the mode (sites on one page: 5-byte jumps; on several: a
+//!    switch through slots and detours, see [`crate::detour`]), link the
+//!    image at a chosen free address within ±2 GiB `[planned]`;
+//! 2. load, with one thread stopped: inject `mmap`, write the image (with its
+//!    detours and slots) and the registry record, `mprotect` code r-x
+//!    `[loaded]`; the new code is unreachable, so the target still runs only
+//!    old code (inside each injected call: `[inject-mmap]`, `[injected-mmap]`,
+//!    ...; see [`crate::inject`]);
+//! 3. stop the world `[frozen]`, check every stack; busy: resume, back off,
+//!    retry until the timeout, then unmap and fail (exit 3) `[checked]`;
+//! 4. re-verify the live bytes; one page: write every jump in ONE write;
+//!    several: write each `jmp *slot` (still leading to the detours, i.e.
+//!    the old code) `[jump-N]` after the N-th, 1-based, then flip every slot
+//!    to the new code in ONE write of the slot page `[switched]`;
+//! 5. resume every thread `[resumed]`.
 //!
-//! Killed anywhere, the kernel detaches the threads and the target runs on:
-//! before step 4 with the old code (a leftover inactive mapping is shown by
-//! `list` as inactive); after step 4 with the new code. Between the jumps of
-//! a multi-function patch (a window of a few microseconds of `pwrite`s) a
-//! kill leaves a partial patch, which `list` reports as `partial`; see
-//! `docs/loader.md`.
+//! Killed anywhere, the kernel detaches the threads and the target runs on
+//! with wholly old or wholly new code: a single-page `/proc/PID/mem` write
+//! is not split by a kill, and every multi-write sequence passes only
+//! through states equivalent to the old code up to its one commit write.
+//! `list` reads which from the target; see `docs/loader.md`.
 
 use crate::check::{BusyRange, Module, Unwinder};
 use crate::error::{Error, Result};
