@@ -27,6 +27,7 @@ pub mod kernel;
 pub mod layout;
 pub mod read;
 pub mod unwind;
+pub mod xen;
 
 pub use diff::{DiffOptions, DiffReport, FuncChange, diff_objects};
 pub use error::{Error, Refusal, RefusalKind};

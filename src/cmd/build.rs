@@ -65,6 +65,18 @@ pub struct BuildArgs {
     /// livepatch when applied).
     #[arg(long, requires = "kernel")]
     pub replace: bool,
+    /// Build a Xen hypervisor live-patch payload from the built Xen tree
+    /// given with `--src` (see `docs/xen.md`).
+    #[arg(long, conflicts_with_all = ["prepare", "pid", "against", "binary", "kernel"])]
+    pub xen: bool,
+    /// With `--xen`: the payload this one stacks on (its build-id becomes
+    /// `.livepatch.depends`; default: the hypervisor's build-id).
+    #[arg(long, value_name = "PAYLOAD", requires = "xen")]
+    pub depends: Option<PathBuf>,
+    /// With `--xen`: the target hypervisor's symbol file (default:
+    /// SRC/xen/xen-syms).
+    #[arg(long, value_name = "XEN-SYMS", requires = "xen")]
+    pub xen_syms: Option<PathBuf>,
     /// Build cache root (default: $HOTFIX_CACHE/build or ~/.cache/hotfix/build).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
@@ -84,6 +96,9 @@ fn default_cache() -> PathBuf {
 pub fn run(args: BuildArgs, g: Global) -> anyhow::Result<u8> {
     if args.kernel {
         return super::kernel::build(&args, g);
+    }
+    if args.xen {
+        return build_xen(&args, g);
     }
     let against = match (args.pid, &args.against) {
         (Some(pid), _) => Some(PathBuf::from(format!("/proc/{pid}/exe"))),
@@ -193,6 +208,80 @@ pub fn run(args: BuildArgs, g: Global) -> anyhow::Result<u8> {
         if args.keep {
             println!("work directory kept: {}", out.workdir.display());
         }
+    }
+    Ok(0)
+}
+
+/// `hotfix build --xen`: a Xen live-patch payload from a built Xen tree.
+fn build_xen(args: &BuildArgs, g: Global) -> anyhow::Result<u8> {
+    let (Some(diff), Some(output)) = (&args.diff, &args.output) else {
+        return Err(
+            super::UsageError("--xen needs --diff FIX.patch and -o NAME.livepatch".into()).into(),
+        );
+    };
+    let plan = patchgen::xen::XenPlan {
+        src: args.src.clone(),
+        diff: diff.clone(),
+        output: output.clone(),
+        name: args.id.clone(),
+        make_args: None,
+        xen_syms: args.xen_syms.clone(),
+        depends: args.depends.clone(),
+        workdir: args.keep.then(|| {
+            let mut p = output.clone().into_os_string();
+            p.push(".work");
+            PathBuf::from(p)
+        }),
+    };
+    let out = patchgen::xen::build_payload(&plan)?;
+    if g.json {
+        print_json(&out)?;
+        return Ok(0);
+    }
+    println!(
+        "{}: Xen payload {} ({} bytes, build-id {}) for hypervisor {}{}",
+        out.output.display(),
+        out.name,
+        out.size,
+        out.build_id,
+        out.xen_build_id,
+        if out.depends == out.xen_build_id {
+            String::new()
+        } else {
+            format!(", stacked on {}", out.depends)
+        }
+    );
+    for o in &out.objects {
+        println!("  {}: {}", o.object, o.result);
+    }
+    for f in &out.funcs {
+        println!(
+            "    replaces {}{} at {} ({} -> {} bytes), expects {}",
+            f.name,
+            f.file
+                .as_ref()
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default(),
+            f.old_addr,
+            f.old_size,
+            f.new_size,
+            f.expect
+        );
+    }
+    for f in &out.new_funcs {
+        println!("    new      {f}");
+    }
+    for (s, n) in &out.special {
+        println!("  {s}: {n} entr{}", if *n == 1 { "y" } else { "ies" });
+    }
+    println!(
+        "  {} hypervisor symbol(s) resolved; patched build {:.2} s, diff+payload {:.3} s",
+        out.resolved,
+        out.build_ms as f64 / 1000.0,
+        out.emit_ms as f64 / 1000.0
+    );
+    if let Some(w) = &out.workdir {
+        println!("work directory kept: {}", w.display());
     }
     Ok(0)
 }
