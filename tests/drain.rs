@@ -22,8 +22,8 @@ fn drain_two_vms_in_parallel_reports_downtime() {
     let b = lab.vm("b", false, "");
     let a2 = lab.vm("a2", true, "");
     let b2 = lab.vm("b2", true, "");
-    a.wait_counter(50, common::BOOT);
-    b.wait_counter(50, common::BOOT);
+    a.wait_settled();
+    b.wait_settled();
     let out = hotfix()
         .args(["drain", "--json", "--parallel", "2", "--vm"])
         .arg(&a.qmp)

@@ -17,7 +17,7 @@ fn drained_guest_continues_its_counter_on_the_destination() {
     let Some(lab) = Lab::new() else { return };
     let mut src = lab.vm("src", false, "");
     let mut dst = lab.vm("dst", true, "");
-    src.wait_counter(100, common::BOOT);
+    src.wait_settled();
     let pair = Pair {
         vm: src.qmp.clone(),
         dest: dst.qmp.clone(),

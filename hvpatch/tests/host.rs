@@ -132,7 +132,7 @@ fn live_patch_then_unsafe_patch_drains_the_vm_and_updates_the_host() {
     let dst = lab.vm("dst", true, "");
     // The updated host's fresh VMM, waiting for the VM to come back.
     let back = lab.vm("back", true, "");
-    src.wait_counter(50, common::BOOT);
+    src.wait_settled();
     let marker = lab.dir.path().join("updated");
     let mut s = spec(
         &[&f.live, &f.unsafe_],
