@@ -236,16 +236,62 @@ pub enum Error {
         /// Tasks not yet switched (`pid comm` and kernel stack), one block per task.
         stalled: String,
     },
+    /// The jump core found a task inside a function to replace (or, for
+    /// revert, inside a new function) at every attempt until the timeout.
+    /// Nothing changed.
+    #[error(
+        "kernel patch {name} (jump method): {action}: task {pid} ({comm}) is running {func} (still busy after {timeout:?}, {attempts} attempts); nothing changed"
+    )]
+    KernelBusy {
+        /// The patch (module) name.
+        name: String,
+        /// `apply` or `revert`.
+        action: &'static str,
+        /// The blocking task's pid (thread id).
+        pid: i32,
+        /// Its `comm`.
+        comm: String,
+        /// The function found on its stack, as `name+off/size [module]`.
+        func: String,
+        /// The timeout.
+        timeout: Duration,
+        /// Number of attempts made.
+        attempts: u32,
+    },
+    /// The jump core refused a patch (an NMI handler, entry or noinstr code,
+    /// a function too small, a site owned by something else). Nothing changed.
+    #[error("kernel patch {name} (jump method): refused: {reason}")]
+    KernelRefused {
+        /// The patch (module) name.
+        name: String,
+        /// Why, as the core reports it (names the function).
+        reason: String,
+    },
+    /// A patch site does not hold the bytes the jump core expects (apply:
+    /// the bytes it read when preparing; revert: its own jump). Nothing
+    /// changed.
+    #[error("kernel patch {name} (jump method): {action}: expected bytes differ: {reason}")]
+    KernelSite {
+        /// The patch (module) name.
+        name: String,
+        /// `apply` or `revert`.
+        action: &'static str,
+        /// What differs.
+        reason: String,
+    },
 }
 
 impl Error {
     /// The exit-status category of this error.
     pub fn status(&self) -> Status {
         match self {
-            Error::Busy { .. } | Error::KernelStalled { .. } => Status::Unsafe,
+            Error::Busy { .. } | Error::KernelStalled { .. } | Error::KernelBusy { .. } => {
+                Status::Unsafe
+            }
             Error::NoMatchingObject { .. }
             | Error::ExpectedBytes { .. }
-            | Error::KernelMismatch { .. } => Status::Mismatch,
+            | Error::KernelMismatch { .. }
+            | Error::KernelSite { .. } => Status::Mismatch,
             _ => Status::Error,
         }
     }

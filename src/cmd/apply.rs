@@ -27,6 +27,10 @@ pub struct Args {
     /// hypervisor instead (run in Dom0; see docs/xen.md).
     #[arg(long, conflicts_with_all = ["pid", "all", "kernel"])]
     pub xen: bool,
+    /// With `--kernel`: `klp` (the kernel's livepatch; the default where the
+    /// kernel has it) or `jump` (hotfix's stop-all-CPUs core; docs/kernel-jump.md).
+    #[arg(long, requires = "kernel", value_parser = ["klp", "jump"])]
+    pub method: Option<String>,
     /// With `--xen`: atomically replace every applied payload (Xen's REPLACE).
     #[arg(long, requires = "xen")]
     pub replace: bool,
@@ -81,7 +85,12 @@ pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
         return super::xen::apply(&args.patch, args.replace, args.timeout, global);
     }
     if args.kernel {
-        return super::kernel::apply(&args.patch, Some(args.timeout), global);
+        return super::kernel::apply_method(
+            &args.patch,
+            args.method.as_deref(),
+            Some(args.timeout),
+            global,
+        );
     }
     let opts = loader::Options {
         timeout: args.timeout,

@@ -1,5 +1,7 @@
-//! `hotfix apply NAME.ko --kernel`, `hotfix list --kernel`,
-//! `hotfix revert NAME --kernel`: livepatch modules in the running kernel.
+//! `hotfix apply NAME.ko --kernel [--method klp|jump]`, `hotfix list
+//! --kernel`, `hotfix revert NAME --kernel`: livepatch-shaped modules in the
+//! running kernel, through the kernel's livepatch (`klp`) or hotfix's
+//! stop-all-CPUs core (`jump`, [`loader::kernel::jump`]).
 //!
 //! Thin wrappers over [`loader::kernel`]: the process subcommands
 //! (`src/cmd/{apply,list,revert}.rs`) call these when `--kernel` is given.
@@ -22,7 +24,49 @@ fn ms(us: u64) -> String {
     format!("{}.{:03} ms", us / 1000, us % 1000)
 }
 
-/// `hotfix apply PATCH.ko --kernel [--timeout T]`.
+/// `hotfix apply PATCH.ko --kernel [--method klp|jump] [--timeout T]`:
+/// `klp` unless asked otherwise or the kernel has no livepatch support.
+pub fn apply_method(
+    patch: &Path,
+    method: Option<&str>,
+    timeout: Option<Duration>,
+    global: Global,
+) -> anyhow::Result<u8> {
+    let opts = options(timeout);
+    let jump = match method {
+        Some(m) => m == "jump",
+        None => !opts.sysfs.available(),
+    };
+    if !jump {
+        return apply(patch, timeout, global);
+    }
+    let done = kernel::jump::apply(patch, &opts)?;
+    if global.json {
+        super::print_json(&done)?;
+        return Ok(0);
+    }
+    let r = &done.record;
+    println!(
+        "applied kernel patch {} from {} with the jump method (stop window {} ns, {} attempt(s), load {})",
+        r.name,
+        r.path.display(),
+        done.patch.window_ns,
+        done.attempts,
+        ms(r.load_us)
+    );
+    for f in &done.patch.funcs {
+        println!(
+            "  {}: {},{} {:#x} -> {:#x} (jump at {:#x})",
+            f.object, f.name, f.sympos, f.old_addr, f.new_addr, f.site
+        );
+    }
+    for s in &done.resolved {
+        println!("  resolved {} = {:#x}", s.symbol, s.addr);
+    }
+    Ok(0)
+}
+
+/// `hotfix apply PATCH.ko --kernel [--timeout T]` (klp).
 pub fn apply(patch: &Path, timeout: Option<Duration>, global: Global) -> anyhow::Result<u8> {
     let done = kernel::apply(patch, &options(timeout))?;
     if global.json {
@@ -66,16 +110,24 @@ pub fn list(global: Global) -> anyhow::Result<u8> {
             (false, true) => "disabling",
             (false, false) => "disabled",
         };
-        match &l.record {
-            Some(r) => println!(
-                "{} {state} (applied at {} by hotfix from {}; transition {}) {}",
+        match (&l.record, l.method) {
+            (Some(r), "jump") => println!(
+                "{} {state} [jump] (applied at {} by hotfix from {}; stop window {} ns) {}",
+                s.name,
+                r.applied_at,
+                r.path.display(),
+                r.stop_window_ns.unwrap_or(0),
+                r.description
+            ),
+            (Some(r), _) => println!(
+                "{} {state} (applied at {} by hotfix from {}; transition {}) {} [klp]",
                 s.name,
                 r.applied_at,
                 r.path.display(),
                 ms(r.transition_us),
                 r.description
             ),
-            None => println!("{} {state} (not applied by hotfix)", s.name),
+            (None, m) => println!("{} {state} [{m}] (not applied by hotfix)", s.name),
         }
         for o in &s.objects {
             for f in &o.functions {
@@ -90,6 +142,18 @@ pub fn list(global: Global) -> anyhow::Result<u8> {
 /// its `.ko` file).
 pub fn revert(name: &str, timeout: Option<Duration>, global: Global) -> anyhow::Result<u8> {
     let name = kernel::patch_name(name)?;
+    if kernel::jump::is_applied(&name) {
+        let done = kernel::jump::revert(&name, &options(timeout))?;
+        if global.json {
+            super::print_json(&done)?;
+        } else {
+            println!(
+                "reverted kernel patch {} with the jump method (stop window {} ns, {} attempt(s); module removed)",
+                done.name, done.window_ns, done.attempts
+            );
+        }
+        return Ok(0);
+    }
     let done = kernel::revert(&name, &options(timeout))?;
     if global.json {
         super::print_json(&done)?;
@@ -153,6 +217,9 @@ pub fn build(args: &super::build::BuildArgs, global: Global) -> anyhow::Result<u
     }
     for s in &out.klp_syms {
         println!("  klp symbol {}", s.klp_name());
+    }
+    for (sec, n) in &out.carried_special {
+        println!("  carried {sec}: {n} entries");
     }
     for (sec, f) in &out.dropped_special {
         println!("  dropped {sec} entry of {f} (see docs/kernel.md)");

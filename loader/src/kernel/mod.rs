@@ -21,6 +21,7 @@
 //!
 //! No `unsafe` here: module loading goes through `nix::kmod`.
 
+pub mod jump;
 pub mod read;
 pub mod sysfs;
 
@@ -72,6 +73,16 @@ pub struct Record {
     /// Time from the end of `finit_module` to the end of the transition,
     /// in microseconds.
     pub transition_us: u64,
+    /// `klp` or `jump` (see [`jump`]).
+    #[serde(default = "klp_method")]
+    pub method: String,
+    /// Jump method: the stop window reported by the core, in nanoseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_window_ns: Option<u64>,
+}
+
+fn klp_method() -> String {
+    "klp".into()
 }
 
 /// What `apply` did.
@@ -88,7 +99,9 @@ pub struct Applied {
 /// One line of `list`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listed {
-    /// The kernel's view.
+    /// `klp` or `jump`.
+    pub method: &'static str,
+    /// The kernel's view (for `jump`: the core's, as one enabled patch).
     pub state: PatchState,
     /// hotfix's record, when hotfix applied it.
     pub record: Option<Record>,
@@ -303,6 +316,8 @@ pub fn apply(path: &Path, opts: &Options) -> Result<Applied, Error> {
         applied_at: now_secs(),
         load_us,
         transition_us,
+        method: klp_method(),
+        stop_window_ns: None,
     };
     write_record(opts, &record)?;
     Ok(Applied {
@@ -318,8 +333,32 @@ pub fn list(opts: &Options) -> Result<Vec<Listed>, Error> {
     for name in opts.sysfs.names()? {
         let state = opts.sysfs.state(&name)?;
         out.push(Listed {
+            method: "klp",
             record: read_record(opts, &name),
             state,
+        });
+    }
+    for p in jump::CoreState::read()?.patches {
+        let mut objects: Vec<ObjectState> = Vec::new();
+        for f in &p.funcs {
+            let func = format!("{},{}", f.name, f.sympos);
+            match objects.iter_mut().find(|o| o.name == f.object) {
+                Some(o) => o.functions.push(func),
+                None => objects.push(ObjectState {
+                    name: f.object.clone(),
+                    functions: vec![func],
+                }),
+            }
+        }
+        out.push(Listed {
+            method: "jump",
+            record: read_record(opts, &p.name),
+            state: PatchState {
+                name: p.name,
+                enabled: true,
+                transition: false,
+                objects,
+            },
         });
     }
     Ok(out)
