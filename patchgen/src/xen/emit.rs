@@ -346,14 +346,17 @@ impl Writer<'_> {
                 ..
             } => {
                 let (id, base) = self.aux_section(pi, section)?;
-                (self.obj.section_symbol(id), (base + start) as i64 + rel)
+                (
+                    self.obj.section_symbol(id),
+                    (base.wrapping_add(start) as i64).wrapping_add(rel),
+                )
             }
             Target::Anon { section, offset } => {
                 // Inside a function's section but outside the symbol: the
                 // hypervisor's copy of that function.
                 if let Some(f) = p.entities_in(section).find(|e| e.is_func()).cloned() {
                     if let Some(id) = self.included(pi, &f.name) {
-                        (id, offset - f.value as i64)
+                        (id, offset.wrapping_sub(f.value as i64))
                     } else {
                         let file = (f.bind == crate::read::Bind::Local)
                             .then(|| f.file.clone())
@@ -365,11 +368,14 @@ impl Writer<'_> {
                             file.as_deref(),
                             p.sympos(f.index),
                         )?;
-                        (id, offset - f.value as i64)
+                        (id, offset.wrapping_sub(f.value as i64))
                     }
                 } else {
                     let (id, base) = self.aux_section(pi, section)?;
-                    (self.obj.section_symbol(id), base as i64 + offset)
+                    (
+                        self.obj.section_symbol(id),
+                        (base as i64).wrapping_add(offset),
+                    )
                 }
             }
             Target::Absolute { .. } => {
@@ -427,7 +433,11 @@ impl Writer<'_> {
             let (file, what) = (part.patched.name.clone(), s.name.clone());
             for r in &relocs {
                 if let Some((sym, addend)) = self.map_patched(pi, r)? {
-                    self.add_reloc(id, (base + r.offset, sym, addend, r.r_type), (&file, &what))?;
+                    self.add_reloc(
+                        id,
+                        (base.saturating_add(r.offset), sym, addend, r.r_type),
+                        (&file, &what),
+                    )?;
                 }
             }
         }
@@ -456,7 +466,7 @@ pub fn expectation(
 ) -> Vec<u8> {
     let mut len = size.min(sizes.opaque);
     for &(a, l) in alt_sites {
-        if l > 0 && a < addr + len && a + l > addr {
+        if l > 0 && a < addr.saturating_add(len) && a.saturating_add(l) > addr {
             len = len.min(a.saturating_sub(addr));
         }
     }
@@ -805,4 +815,18 @@ pub fn emit(input: &PayloadInput<'_>, out_name: &str) -> Result<Emitted, Error> 
         resolved: w.resolved,
         special,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_id_note_is_a_gnu_note() {
+        let n = build_id_note(&[0xab; 20]);
+        assert_eq!(n.len(), 36);
+        assert_eq!(&n[..12], &[4, 0, 0, 0, 20, 0, 0, 0, 3, 0, 0, 0]);
+        assert_eq!(&n[12..16], b"GNU\0");
+        assert_eq!(&n[16..], &[0xab; 20]);
+    }
 }

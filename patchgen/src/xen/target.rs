@@ -199,7 +199,7 @@ impl XenSyms {
             return out;
         };
         for (i, e) in table.chunks_exact(entry as usize).enumerate() {
-            let field = start.addr + i as u64 * entry;
+            let field = start.addr.wrapping_add((i as u64).wrapping_mul(entry));
             let Some(off) = e.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
                 continue;
             };
@@ -210,5 +210,69 @@ impl XenSyms {
             out.push((orig, u64::from(len)));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    fn syms() -> XenSyms {
+        let l = |addr, file: &str| XenSym {
+            addr,
+            size: 4,
+            file: Some(file.into()),
+        };
+        XenSyms {
+            path: "xen-syms".into(),
+            build_id: vec![1, 2],
+            globals: HashMap::from([(
+                "memcpy".to_string(),
+                XenSym {
+                    addr: 0x10,
+                    size: 8,
+                    file: None,
+                },
+            )]),
+            locals: HashMap::from([
+                (
+                    "f".to_string(),
+                    vec![l(0x100, "a.c"), l(0x200, "b.c"), l(0x300, "b.c")],
+                ),
+                ("g".to_string(), vec![l(0x400, "a.c")]),
+            ]),
+            sections: vec![(0x100, vec![0xaa; 0x10])],
+        }
+    }
+
+    #[test]
+    fn locals_resolve_by_file_and_position() {
+        let s = syms();
+        assert_eq!(
+            s.resolve("f", Binding::Local, Some("a.c"), 0).unwrap().addr,
+            0x100
+        );
+        assert_eq!(
+            s.resolve("f", Binding::Local, Some("b.c"), 2).unwrap().addr,
+            0x300
+        );
+        let e = s.resolve("f", Binding::Local, Some("b.c"), 0).unwrap_err();
+        assert!(e.contains("cannot tell which"), "{e}");
+        assert!(s.resolve("g", Binding::Local, Some("b.c"), 0).is_err());
+        assert_eq!(
+            s.resolve("memcpy", Binding::Global, None, 0).unwrap().addr,
+            0x10
+        );
+        assert!(s.resolve("f", Binding::Global, None, 0).is_err());
+    }
+
+    #[test]
+    fn bytes_stay_inside_a_section() {
+        let s = syms();
+        assert_eq!(s.bytes_at(0x108, 8).unwrap().len(), 8);
+        assert!(s.bytes_at(0x108, 9).is_none());
+        assert!(s.bytes_at(0x50, 1).is_none());
+        assert!(s.bytes_at(u64::MAX, 2).is_none());
     }
 }
