@@ -729,3 +729,24 @@ fn switch_hammered_200_cycles() {
     assert!(support::field(&s, "pair_calls") > 0, "{s}");
     assert_eq!(t.cmd("pair 5"), "21 21");
 }
+
+#[test]
+fn switch_refuses_a_function_branching_into_its_entry_bytes() {
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let patch = read_patch(&b.patch("loop_v2.c", &Spec::new("loop", &bin, &["loop_a", "pair_b"])));
+    let mut t = Running::start(&bin, &[]);
+    assert_eq!(t.cmd("loop 5"), "5");
+    let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", t.pid)).expect("maps");
+    let e = loader::apply(t.pid, &patch, &opts(10)).expect_err("must refuse");
+    assert!(matches!(e, Error::Entry { .. }), "{e}");
+    assert_eq!(e.status(), Status::Error, "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("loop_a") && msg.contains("branch"), "{msg}");
+    // Nothing changed.
+    assert!(loader::list(t.pid).expect("list").is_empty());
+    let maps_after = std::fs::read_to_string(format!("/proc/{}/maps", t.pid)).expect("maps");
+    assert_eq!(maps_before, maps_after);
+    assert_eq!(t.cmd("loop 5"), "5");
+    assert_eq!(t.cmd("pair 5"), "21 21");
+}

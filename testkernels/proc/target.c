@@ -14,7 +14,7 @@
  *
  *   target [--hammer N] [--pairs N] [--idle N] [--stuck] [--sleepy]
  *          [--spinner] [--blockers] [--victim] [--lib]
- * Commands: call X | pair X | lib X | tls N | scale X | status | pairs |
+ * Commands: call X | pair X | loop X | lib X | tls N | scale X | status | pairs |
  *           resetpairs | gap | resetgap | sigs | unblock | wake | poke |
  *           tids | release | quit
  */
@@ -59,6 +59,22 @@ NOPATCH_INLINE int compute(int x) { return x * 2 + g_one; }
 __attribute__((noipa, aligned(4096))) int pair_a(int x) { return g_one + (x << 2); }
 __attribute__((noipa, aligned(4096))) int pair_b(int x) { return g_one + (x << 2); }
 static atomic_long pair_calls, pair_mixed;
+
+/* A function on its own page whose loop branches back into its first 6
+ * bytes: a switch (6-byte entry jump) must refuse it. Returns max(n, 1). */
+__asm__(".pushsection .text.loop_a,\"ax\",@progbits\n"
+        ".p2align 12\n"
+        ".globl loop_a\n"
+        ".type loop_a,@function\n"
+        "loop_a:\n"
+        "  xor %eax,%eax\n"
+        "1: add $1,%eax\n"
+        "  cmp %edi,%eax\n"
+        "  jl 1b\n"
+        "  ret\n"
+        ".size loop_a,.-loop_a\n"
+        ".popsection\n");
+int loop_a(int n);
 
 /* A static function the patches call. */
 static NOPATCH_INLINE int scale(int x) { return x * factor; }
@@ -276,6 +292,7 @@ int main(int argc, char **argv) {
     while (fgets(line, sizeof line, stdin)) {
         int x = 0;
         if (sscanf(line, "call %d", &x) == 1) printf("%d\n", compute(x));
+        else if (sscanf(line, "loop %d", &x) == 1) printf("%d\n", loop_a(x));
         else if (sscanf(line, "pair %d", &x) == 1) printf("%d %d\n", pair_a(x), pair_b(x));
         else if (!strncmp(line, "pairs", 5))
             printf("pair_calls=%ld pair_mixed=%ld bad=%ld\n", atomic_load(&pair_calls),
