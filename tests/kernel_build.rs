@@ -1,7 +1,10 @@
 //! `hotfix build --kernel` on the host: kbuild runs against the pinned
 //! kernel headers on the test modules of `testkernels/kmod/` and their fixes.
 //! The generated modules are checked here as ELF files (livepatch symbols
-//! and relocation sections); `tests/guest_build.rs` loads them in a guest.
+//! and relocation sections, carried special-section entries); the guest
+//! tests (`tests/guest_build.rs`, `tests/guest_special.rs`,
+//! `tests/guest_vmlinux.rs`) load them. A vmlinux function is built from the
+//! pinned kernel's Debian source (`scripts/kernel-src`).
 
 #![allow(
     clippy::panic,
@@ -120,20 +123,201 @@ fn init_change_is_refused() {
     assert!(!dir.path().join("lp_init.ko").exists());
 }
 
+fn build_from(src: &Path, fix: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let Some(h) = headers() else {
+        unreachable!("checked by the caller")
+    };
+    Command::new(env!("CARGO_BIN_EXE_hotfix"))
+        .args(["build", "--kernel", "--module-src"])
+        .arg(src)
+        .arg("--diff")
+        .arg(root().join("testkernels/kmod/fixes").join(fix))
+        .arg("--headers")
+        .arg(h)
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap_or_else(|e| panic!("running hotfix: {e}"))
+}
+
+fn inspect(obj: &Path) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_hotfix"))
+        .arg("inspect")
+        .arg(obj)
+        .output()
+        .unwrap_or_else(|e| panic!("hotfix inspect: {e}"));
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `hotfix inspect` lines of the special sections: their section rows and
+/// relocation blocks (not the copied strings: a WARN's file name is the
+/// build directory's absolute path).
+fn special_part(inspect: &str) -> String {
+    const SPECIAL: &[&str] = &[
+        "__bug_table",
+        "__jump_table",
+        "__ex_table",
+        ".altinstructions",
+        ".altinstr_replacement",
+        "__mcount_loc",
+        ".return_sites",
+        ".orc_unwind",
+        ".orc_unwind_ip",
+    ];
+    let mut out = String::new();
+    let mut in_block = false;
+    for l in inspect.lines() {
+        let t = l.trim_start();
+        let name = t.split_whitespace().next().unwrap_or("");
+        let indent = l.len() - t.len();
+        if indent == 2 && l.contains('(') && l.trim_end().ends_with("):") {
+            in_block = SPECIAL.contains(&name);
+        } else if indent <= 2 {
+            in_block = false;
+        }
+        let row = indent == 2
+            && SPECIAL.contains(&name)
+            && (l.contains("PROGBITS") || l.contains("RELA"));
+        if in_block || row || (indent == 2 && SPECIAL.contains(&name) && l.ends_with("):")) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Relocation targets of one section's block in `hotfix inspect` output.
+fn reloc_symbols(inspect: &str, section: &str) -> Vec<String> {
+    let head = format!("  {section} (");
+    let mut lines = inspect.lines().skip_while(|l| !l.starts_with(&head));
+    lines.next();
+    lines
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        .collect()
+}
+
 #[test]
-fn special_section_change_is_refused() {
+fn special_sections_are_carried_for_included_functions() {
     if headers().is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let o = build("x2apic-trace.patch", &dir.path().join("lp_trace.ko"));
+    let ko = dir.path().join("lp_trace.ko");
+    let o = build_from(
+        &root().join("testkernels/kmod/x2apic"),
+        "x2apic-trace.patch",
+        &ko,
+        &["--keep"],
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("carried __jump_table: 1"), "{t}");
+    assert!(t.contains("carried __bug_table: 1"), "{t}");
+    let work = dir.path().join("lp_trace.ko.work");
+    let part = inspect(&work.join("klp/part0.o.in"));
+    let orig = inspect(&work.join("orig/hfx_x2apic.o"));
+    // Entry sizes from the headers: one jump_entry (16 bytes), one
+    // bug_entry (12), eleven ORC entries (6) and their s32 addresses.
+    insta::assert_snapshot!("x2apic_trace_special", special_part(&part));
+    // Only the entries of the patched function: the original object has
+    // __mcount_loc and .return_sites entries for every function.
+    for sec in ["__mcount_loc", ".return_sites", ".orc_unwind_ip"] {
+        let kept = reloc_symbols(&part, sec);
+        let all = reloc_symbols(&orig, sec);
+        assert!(
+            !kept.is_empty() && kept.len() < all.len(),
+            "{sec}: {kept:?} of {all:?}"
+        );
+        assert!(
+            kept.iter()
+                .all(|s| s == "__hotfix_new_0" || s == "msr_write.cold"),
+            "{sec}: {kept:?}"
+        );
+    }
+    // The static key of the running module stays an ordinary symbol (the
+    // module exports it), resolved at load with a symbol version.
+    assert_eq!(
+        reloc_symbols(&part, "__jump_table"),
+        ["__hotfix_new_0", "msr_write.cold", "hfx_trace_msr"]
+    );
+    let info = Command::new("modinfo")
+        .arg(&ko)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(info.contains("depends:        hfx_x2apic"), "{info}");
+}
+
+#[test]
+fn user_access_fix_carries_ex_table_and_alternatives() {
+    if headers().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ko = dir.path().join("lp_user.ko");
+    let o = build_from(
+        &root().join("testkernels/kmod/x2apic"),
+        "x2apic-user.patch",
+        &ko,
+        &["--keep"],
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("replaces hfx_x2apic: trace_write"), "{t}");
+    let part = inspect(&dir.path().join("lp_user.ko.work/klp/part0.o.in"));
+    // The exception table entry: faulting instruction and fixup, both in
+    // the new function.
+    assert_eq!(
+        reloc_symbols(&part, "__ex_table"),
+        ["__hotfix_new_0", "__hotfix_new_0"]
+    );
+    // Alternatives (stac/clac): each entry's code in the new function, its
+    // replacement copied into the patch's own .altinstr_replacement.
+    let alt = reloc_symbols(&part, ".altinstructions");
+    assert!(!alt.is_empty() && alt.len().is_multiple_of(2), "{alt:?}");
+    for pair in alt.chunks(2) {
+        assert_eq!(pair, ["__hotfix_new_0", ".altinstr_replacement"], "{alt:?}");
+    }
+    insta::assert_snapshot!("x2apic_user_special", special_part(&part));
+}
+
+#[test]
+fn jump_label_on_unexported_module_key_is_refused() {
+    if headers().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let src = dir.path().join("x2apic");
+    std::fs::create_dir_all(&src).unwrap_or_else(|e| panic!("{e}"));
+    for f in ["Kbuild", "hfx_x2apic.c", "hfx_x2apic.h"] {
+        std::fs::copy(root().join("testkernels/kmod/x2apic").join(f), src.join(f))
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+    // The module as it would be without exporting its key.
+    let c = src.join("hfx_x2apic.c");
+    let code = std::fs::read_to_string(&c).unwrap_or_else(|e| panic!("{e}"));
+    let private = code.replace(
+        "DEFINE_STATIC_KEY_FALSE(hfx_trace_msr);\nEXPORT_SYMBOL_GPL(hfx_trace_msr);",
+        "static DEFINE_STATIC_KEY_FALSE(hfx_trace_msr);",
+    );
+    assert_ne!(private, code, "the key's definition moved");
+    std::fs::write(&c, private).unwrap_or_else(|e| panic!("{e}"));
+    let ko = dir.path().join("lp_trace.ko");
+    let o = build_from(&src, "x2apic-trace.patch", &ko, &[]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
-    assert!(t.contains("msr_write"), "{t}");
     assert!(
-        t.contains("__jump_table") || t.contains("__ex_table"),
+        t.contains("msr_write")
+            && t.contains("__jump_table")
+            && t.contains("hfx_trace_msr")
+            && t.contains("not exported"),
         "{t}"
     );
+    assert!(!ko.exists());
 }
 
 #[test]
@@ -146,4 +330,93 @@ fn comment_only_fix_is_no_functional_change() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(5), "{t}");
     assert!(t.contains("no functional change"), "{t}");
+}
+
+#[path = "support/kernel_src.rs"]
+mod kernel_src;
+
+fn build_vmlinux(ksrc: &Path, out: &Path) -> std::process::Output {
+    let Some(h) = headers() else {
+        unreachable!("checked by the caller")
+    };
+    Command::new(env!("CARGO_BIN_EXE_hotfix"))
+        .args(["build", "--kernel", "--kernel-src"])
+        .arg(ksrc)
+        .arg("--diff")
+        .arg(root().join("testkernels/kmod/fixes/vmlinux-cmdline.patch"))
+        .arg("--headers")
+        .arg(h)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap_or_else(|e| panic!("running hotfix: {e}"))
+}
+
+#[test]
+fn vmlinux_function_from_debian_source() {
+    if headers().is_none() {
+        return;
+    }
+    let Some(ksrc) = kernel_src::dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ko = dir.path().join("lp_vcmdline.ko");
+    let o = build_vmlinux(&ksrc, &ko);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    // Checked against the running kernel's bytes; unique in kallsyms.
+    assert!(t.contains("replaces vmlinux: cmdline_proc_show,0"), "{t}");
+    assert!(
+        t.contains("klp symbol .klp.sym.vmlinux.saved_command_line,0"),
+        "{t}"
+    );
+    let info = Command::new("modinfo")
+        .arg(&ko)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        info.contains("vermagic:       6.1.0-47-cloud-amd64 SMP"),
+        "{info}"
+    );
+    // The shared source tree is the shipped one again.
+    let c = std::fs::read_to_string(ksrc.join("source/fs/proc/cmdline.c"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.contains("hotfix="), "{c}");
+    assert!(!ksrc.join("applied.patch").exists());
+}
+
+#[test]
+fn vmlinux_object_that_is_not_the_running_kernels_is_refused() {
+    if headers().is_none() {
+        return;
+    }
+    let Some(ksrc) = kernel_src::dir() else {
+        return;
+    };
+    // The same source and output tree, compiled with frame pointers: not
+    // how Debian built the image.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let other = dir.path().join("ksrc");
+    std::fs::create_dir_all(&other).unwrap_or_else(|e| panic!("{e}"));
+    for f in ["source", "build", "vmlinux", "System.map", "release"] {
+        std::os::unix::fs::symlink(ksrc.join(f), other.join(f)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let args = std::fs::read_to_string(ksrc.join("make.args")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        other.join("make.args"),
+        format!("{args}KCPPFLAGS=-fno-omit-frame-pointer\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ko = dir.path().join("lp_vcmdline.ko");
+    let o = build_vmlinux(&other, &ko);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{t}");
+    assert!(
+        t.contains("cmdline_proc_show") && t.contains("not the running kernel's"),
+        "{t}"
+    );
+    assert!(!ko.exists());
+    assert!(!ksrc.join("applied.patch").exists());
 }

@@ -150,6 +150,19 @@ pub enum Error {
         /// `struct T (what)`, semicolon-separated.
         changes: String,
     },
+    /// A kernel object compiled from the kernel source is not the running
+    /// kernel's (`hotfix build --kernel` with a kernel source directory).
+    #[error("{file}: {symbol} (running kernel address {address:#x}): {reason}")]
+    KernelMismatch {
+        /// The compiled object.
+        file: String,
+        /// The function or symbol concerned.
+        symbol: String,
+        /// Its address in the running kernel (0 if not found).
+        address: u64,
+        /// What differs.
+        reason: String,
+    },
     /// The original build does not reproduce the running binary.
     #[error(
         "build-id mismatch: the running binary {running_path} has build-id {running}, the original build of the source has {built}: {explanation}"
@@ -231,7 +244,7 @@ impl Error {
             | Error::Dwarf { .. }
             | Error::Build { .. }
             | Error::LayoutChanged { .. } => Status::Error,
-            Error::BuildIdMismatch { .. } => Status::Mismatch,
+            Error::BuildIdMismatch { .. } | Error::KernelMismatch { .. } => Status::Mismatch,
         }
     }
 }

@@ -13,8 +13,10 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
     /// The project's source tree (never modified: hotfix builds a copy).
-    /// With `--kernel`: the out-of-tree module's tree (`--module-src`).
-    #[arg(long, visible_alias = "module-src", value_name = "DIR")]
+    /// With `--kernel`: the out-of-tree module's tree (`--module-src`), or
+    /// a kernel source directory prepared by `scripts/kernel-src`
+    /// (`--kernel-src`) to patch vmlinux functions.
+    #[arg(long, visible_aliases = ["module-src", "kernel-src"], value_name = "DIR")]
     pub src: PathBuf,
     /// The fix: a unified diff against the tree (`patch -p1` or `-p0`).
     #[arg(long, value_name = "FIX.patch", required_unless_present = "prepare")]

@@ -188,6 +188,22 @@ pub fn kbuild_module(
     stub: &str,
     patch_objects: &[Vec<u8>],
 ) -> Result<PathBuf, Error> {
+    kbuild_module_with(headers, dir, name, stub, patch_objects, &[])
+}
+
+/// [`kbuild_module`], with other modules' `Module.symvers` given to modpost
+/// (`KBUILD_EXTRA_SYMBOLS`): ordinary references to their exports (a static
+/// key of the patched module in a carried `__jump_table` entry) then get
+/// their symbol versions (`CONFIG_MODVERSIONS` refuses a module without
+/// them) and a `depends=` on that module.
+pub fn kbuild_module_with(
+    headers: &Path,
+    dir: &Path,
+    name: &str,
+    stub: &str,
+    patch_objects: &[Vec<u8>],
+    extra_symbols: &[PathBuf],
+) -> Result<PathBuf, Error> {
     let io = |path: &Path, source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -228,6 +244,13 @@ pub fn kbuild_module(
             .arg(headers)
             .arg(format!("M={}", dir.display()))
             .arg("KBUILD_MODPOST_WARN=1")
+            .args((!extra_symbols.is_empty()).then(|| {
+                let list: Vec<String> = extra_symbols
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                format!("KBUILD_EXTRA_SYMBOLS={}", list.join(" "))
+            }))
             .arg("modules"),
         &dir.join("kbuild.log"),
     )?;

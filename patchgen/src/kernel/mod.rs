@@ -34,10 +34,12 @@
 pub mod kbuild;
 pub mod link;
 pub mod normalize;
+pub mod special;
+pub mod vmlinux;
 
 use crate::format::Binding;
 use crate::read::ObjectFile;
-use crate::{DiffOptions, Error, Refusal, RefusalKind};
+use crate::{DiffOptions, Error, Refusal};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -93,8 +95,11 @@ pub struct KlpOutcome {
     pub klp_syms: Vec<KlpSym>,
     /// `.klp.rela` sections and their entry counts.
     pub klp_sections: Vec<(String, usize)>,
-    /// Special-section entries dropped (section, function).
+    /// Special-section entries dropped as safe to drop (section, function):
+    /// static-call sites whose key needs a late livepatch relocation.
     pub dropped_special: Vec<(String, String)>,
+    /// Special-section entries carried: (section, entries).
+    pub carried_special: Vec<(String, usize)>,
     /// Time of the two module builds, in milliseconds.
     pub build_ms: u64,
     /// Time of diffing and linking the livepatch module, in milliseconds.
@@ -219,7 +224,27 @@ fn build_in(
         path: work.to_path_buf(),
         source,
     })?;
-    let pairs = kbuild::build_pair(&plan.headers, &plan.module_src, diff, work)?;
+    let ksrc = vmlinux::KernelSrc::detect(&plan.module_src);
+    let pairs = match &ksrc {
+        Some(ks) => {
+            let release = ks.release()?;
+            let uts = plan.headers.join("include/generated/utsrelease.h");
+            let headers_release = std::fs::read_to_string(&uts).unwrap_or_default();
+            if !headers_release.contains(&format!("\"{release}\"")) {
+                return Err(Error::KernelMismatch {
+                    file: uts.display().to_string(),
+                    symbol: "UTS_RELEASE".into(),
+                    address: 0,
+                    reason: format!(
+                        "the kernel source {} is prepared for {release}, the headers are not",
+                        ks.dir.display()
+                    ),
+                });
+            }
+            vmlinux::build_pair(ks, diff, work)?
+        }
+        None => kbuild::build_pair(&plan.headers, &plan.module_src, diff, work)?,
+    };
     let build_ms = t0.elapsed().as_millis() as u64;
     let t1 = Instant::now();
     if pairs.is_empty() {
@@ -230,6 +255,22 @@ fn build_in(
         });
     }
     let exports = exported(&plan.headers)?;
+    // Special-section entries may also use symbols the patched module
+    // itself exports (an ordinary relocation the module loader resolves).
+    let mut special_exports = exports.clone();
+    if let Ok(text) = std::fs::read_to_string(work.join("orig/Module.symvers")) {
+        special_exports.extend(
+            text.lines()
+                .filter_map(|l| l.split('\t').nth(1))
+                .map(str::to_owned),
+        );
+    }
+    let layout = special::probe_layout(&plan.headers, &work.join("sizes"))?;
+    let running = match &ksrc {
+        Some(ks) => Some(vmlinux::Vmlinux::load(ks)?),
+        None => None,
+    };
+    let mut carried_special: BTreeMap<String, usize> = BTreeMap::new();
     let source_hash = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(diff_text))
@@ -281,35 +322,41 @@ fn build_in(
             Err(e) => return Err(e),
         };
         objects.push(rel.clone());
-        // Special sections of the included functions.
-        let included: BTreeSet<String> = report
-            .changed
-            .iter()
-            .map(|c| c.name.clone())
-            .chain(report.new_funcs.iter().cloned())
-            .collect();
-        for (sec, f) in special_entries(&p_obj, &included) {
-            if REQUIRED_SPECIAL.contains(&sec.as_str()) {
-                refusals.push(Refusal {
-                    kind: RefusalKind::SectionNotIncluded,
-                    symbol: f.clone(),
-                    reason: format!(
-                        "has {sec} entries (WARN/BUG, exception table, jump label or alternative); \
-                         hotfix build --kernel does not carry kernel special sections yet"
-                    ),
-                });
-            } else {
-                dropped_special.push((sec, f));
-            }
+        // Special sections of the included functions: carried (see
+        // [`special`]); refusals name the function and the entry.
+        let klp_start = klp_syms.len();
+        let ctx = special::RefContext {
+            object: &pair.module,
+            exports: &special_exports,
+            orig: &o_obj,
+        };
+        let (patch_obj, carried) =
+            match special::carry(&p_obj, &report.patch, &layout, &ctx, &mut klp_syms) {
+                Ok(c) => c,
+                Err(Error::Refused { refusals: r, .. }) => {
+                    refusals.extend(r);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+        for (sec, n) in carried.kept {
+            *carried_special.entry(sec).or_insert(0) += n;
         }
+        dropped_special.extend(carried.dropped.into_iter().map(|(s, f, _)| (s, f)));
         let mut renames = BTreeMap::new();
         for f in &report.meta.funcs {
             let new_symbol = format!("__hotfix_new_{}", funcs.len());
             renames.insert(f.new_symbol.clone(), new_symbol.clone());
+            // vmlinux: the compiled function must be the running one; its
+            // position comes from the running kernel's symbols.
+            let sympos = match &running {
+                Some(v) => v.check_function(&o_obj, &f.name)?,
+                None => f.sympos,
+            };
             funcs.push(KlpFunc {
                 object: pair.module.clone(),
                 old_name: f.name.clone(),
-                sympos: f.sympos,
+                sympos,
                 new_symbol,
             });
         }
@@ -327,8 +374,13 @@ fn build_in(
                 sympos: r.sympos,
             });
         }
+        if let Some(v) = &running {
+            for k in klp_syms.iter_mut().skip(klp_start) {
+                k.sympos = v.ref_pos(&o_obj, &k.name)?;
+            }
+        }
         new_funcs.extend(report.new_funcs.iter().cloned());
-        parts.push(link::prepare_patch_object(&report.patch, &rel, &renames)?);
+        parts.push(link::prepare_patch_object(&patch_obj, &rel, &renames)?);
     }
     if !refusals.is_empty() {
         return Err(Error::Refused {
@@ -353,7 +405,21 @@ fn build_in(
         )
     });
     let stub = link::stub_c(&description, plan.replace, &funcs);
-    let ko = link::kbuild_module(&plan.headers, &work.join("klp"), name, &stub, &parts)?;
+    // The patched module's own exports (keys of carried jump labels).
+    let symvers = work.join("orig/Module.symvers");
+    let extra: Vec<PathBuf> = std::fs::metadata(&symvers)
+        .is_ok_and(|m| m.len() > 0)
+        .then(|| symvers.clone())
+        .into_iter()
+        .collect();
+    let ko = link::kbuild_module_with(
+        &plan.headers,
+        &work.join("klp"),
+        name,
+        &stub,
+        &parts,
+        &extra,
+    )?;
     let ko_bytes = std::fs::read(&ko).map_err(|source| Error::Io {
         path: ko.clone(),
         source,
@@ -373,6 +439,7 @@ fn build_in(
         klp_syms,
         klp_sections: converted.sections,
         dropped_special,
+        carried_special: carried_special.into_iter().collect(),
         build_ms,
         link_ms: t1.elapsed().as_millis() as u64,
     })

@@ -9,10 +9,13 @@
  * Interface: /proc/hfx_x2apic. Write "MSR" (hex or decimal) to issue a guest
  * RDMSR; read to see "msr 0x... = 0x..." or "msr 0x... #GP".
  * /proc/hfx_x2apic_stats reports the intercept's counters.
+ * /proc/hfx_x2apic_trace: write 1 or 0 to switch the static key that traces
+ * each RDMSR (pr_info); read to see its state.
  *
  * Other cases for live patching exercised here: static functions, a static
  * local, a pr_warn with __LINE__, WARN_ON_ONCE (__bug_table), a jump label
- * (static key), copy_from_user (__ex_table) and an __init function.
+ * (static key), copy_from_user, inline user access (__ex_table and the
+ * stac/clac alternatives) and an __init function.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 #include <linux/module.h>
@@ -26,7 +29,11 @@
 
 static struct vcpu vcpu0;
 static DEFINE_MUTEX(vcpu_lock);
-static DEFINE_STATIC_KEY_FALSE(hfx_trace_msr);
+/* Exported: a livepatch of a function using this static branch carries a
+ * __jump_table entry whose key the module loader must resolve when the
+ * livepatch loads (see docs/kernel.md, "special sections"). */
+DEFINE_STATIC_KEY_FALSE(hfx_trace_msr);
+EXPORT_SYMBOL_GPL(hfx_trace_msr);
 static unsigned long gp_faults;
 
 /* The intercept. Returns 0 with *val set, or -EINVAL for #GP. The static
@@ -113,6 +120,50 @@ static int stats_show(struct seq_file *m, void *p)
 	return 0;
 }
 
+static ssize_t trace_write(struct file *file, const char __user *ubuf,
+			   size_t len, loff_t *ppos)
+{
+	char c;
+
+	if (len == 0)
+		return -EINVAL;
+	/* Inline user access: an __ex_table entry (a fault on ubuf lands on
+	 * efault) and stac/clac alternatives in this function. */
+	if (!user_access_begin(ubuf, 1))
+		return -EFAULT;
+	unsafe_get_user(c, ubuf, efault);
+	user_access_end();
+	if (c == '1')
+		static_branch_enable(&hfx_trace_msr);
+	else if (c == '0')
+		static_branch_disable(&hfx_trace_msr);
+	else
+		return -EINVAL;
+	return len;
+efault:
+	user_access_end();
+	return -EFAULT;
+}
+
+static int trace_show(struct seq_file *m, void *p)
+{
+	seq_printf(m, "%d\n", static_key_enabled(&hfx_trace_msr) ? 1 : 0);
+	return 0;
+}
+
+static int trace_open(struct inode *inode, struct file *file)
+{
+	return single_open(file, trace_show, NULL);
+}
+
+static const struct proc_ops trace_ops = {
+	.proc_open = trace_open,
+	.proc_read = seq_read,
+	.proc_write = trace_write,
+	.proc_lseek = seq_lseek,
+	.proc_release = single_release,
+};
+
 static int __init hfx_x2apic_init(void)
 {
 	int i;
@@ -130,11 +181,17 @@ static int __init hfx_x2apic_init(void)
 		remove_proc_entry("hfx_x2apic", NULL);
 		return -ENOMEM;
 	}
+	if (!proc_create("hfx_x2apic_trace", 0600, NULL, &trace_ops)) {
+		remove_proc_entry("hfx_x2apic_stats", NULL);
+		remove_proc_entry("hfx_x2apic", NULL);
+		return -ENOMEM;
+	}
 	return 0;
 }
 
 static void __exit hfx_x2apic_exit(void)
 {
+	remove_proc_entry("hfx_x2apic_trace", NULL);
 	remove_proc_entry("hfx_x2apic_stats", NULL);
 	remove_proc_entry("hfx_x2apic", NULL);
 }
