@@ -1,35 +1,31 @@
 //! Kernel live patches: `hotfix build --kernel`, from a module source tree
-//! and a fix to a livepatch (`klp`) module.
+//! (or the running kernel's own source, for vmlinux functions) and a fix to
+//! a livepatch (`klp`) module.
 //!
 //! Model — the data flow, one module per step:
-//! [`kbuild`] (build the tree twice with `-ffunction-sections
-//! -fdata-sections`; the objects kbuild recompiled are the fix's objects) →
+//! [`kbuild`] (build the module tree twice with `-ffunction-sections
+//! -fdata-sections`; the objects kbuild recompiled are the fix's objects) or
+//! [`vmlinux`] (compile the fix's objects of a prepared kernel source twice,
+//! and check the originals against the running kernel's image) →
 //! [`normalize`] (refuse changes to `__init`/`__exit` code, hide it from the
 //! diff) → [`crate::diff_objects`] (the shared object diff: changed and new
-//! functions, references to everything else) → special-section check (see
-//! below) → [`link`] (registration stub, kbuild, klp relocations).
+//! functions, references to everything else) → [`special`] (carry the
+//! kernel special-section entries of the included functions) → [`link`]
+//! (registration stub, kbuild, klp relocations).
 //!
 //! References of new code to symbols the kernel exports stay ordinary
 //! undefined symbols (modpost and the module loader resolve them); every
 //! other reference (local functions and data, static locals, unexported
-//! globals of the patched module) becomes a livepatch symbol
+//! globals of the patched module or of vmlinux) becomes a livepatch symbol
 //! `.klp.sym.<object>.<name>,<sympos>` resolved by livepatch through
-//! kallsyms when the object is patched.
+//! kallsyms. Special-section entries follow the same rule, except that
+//! entries the module loader processes at load (jump labels, alternatives,
+//! paravirt sites) cannot use late (module) livepatch relocations: see
+//! [`special`].
 //!
-//! Special sections: entries of `__bug_table`, `__ex_table`, `__jump_table`
-//! and `.altinstructions` must follow code they describe; the object diff
-//! does not carry them yet, so a fix whose changed functions have such
-//! entries is refused (naming function and section) rather than built into a
-//! module that would oops on a `WARN`, fault in `copy_from_user` or leave an
-//! alternative unapplied. Entries that only make code faster or traceable
-//! (`__mcount_loc`, `__patchable_function_entries`, `.return_sites`,
-//! `.retpoline_sites`, `.static_call_sites`, `.smp_locks`,
-//! `.parainstructions`, `.orc_unwind*`) are dropped: the new code then runs
-//! through its compiled (unpatched) call/return thunks; without ORC data a
-//! task sleeping in new code blocks a later transition until it leaves.
-//!
-//! Invariant: nothing here touches the running kernel; the caller's source
-//! tree is never written.
+//! Invariant: nothing here touches the running kernel; the caller's module
+//! tree is never written (a kernel source directory is patched in place
+//! under a lock and restored, see [`vmlinux`]).
 
 pub mod kbuild;
 pub mod link;
