@@ -40,7 +40,7 @@ use nix::kmod::{ModuleInitFlags, finit_module};
 use object::elf;
 use object::read::elf::{FileHeader, SectionHeader, Sym};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -87,18 +87,41 @@ pub struct Kallsyms {
 impl Kallsyms {
     /// Parses the text of `/proc/kallsyms`.
     pub fn parse(text: &str) -> Kallsyms {
+        Kallsyms::parse_only(text, None).0
+    }
+
+    /// Parses the text of `/proc/kallsyms`, keeping only the symbols named
+    /// in `wanted` (all when `None`); also says whether any address was
+    /// non-zero. One pass over the bytes, no allocation per line: the file
+    /// has ~90,000 lines and this runs in slow (emulated) guests too.
+    pub fn parse_only(text: &str, wanted: Option<&HashSet<String>>) -> (Kallsyms, bool) {
         let mut k = Kallsyms::default();
-        for line in text.lines() {
-            let mut it = line.split_whitespace();
-            let (Some(a), Some(t), Some(n)) = (it.next(), it.next(), it.next()) else {
+        let mut any_addr = false;
+        for line in text.split('\n') {
+            let mut it = line.splitn(3, ' ');
+            let (Some(a), Some(t), Some(rest)) = (it.next(), it.next(), it.next()) else {
                 continue;
             };
+            let (n, module) = match rest.split_once('\t') {
+                Some((n, m)) => (n, Some(m)),
+                None => (rest, None),
+            };
+            if !any_addr && a.bytes().any(|b| b != b'0') {
+                any_addr = true;
+            }
+            if wanted.is_some_and(|w| !w.contains(n)) {
+                continue;
+            }
             let Ok(addr) = u64::from_str_radix(a, 16) else {
                 continue;
             };
-            let object = it
-                .next()
-                .map(|m| m.trim_start_matches('[').trim_end_matches(']').to_string())
+            let object = module
+                .map(|m| {
+                    m.trim()
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string()
+                })
                 .unwrap_or_else(|| "vmlinux".to_string());
             k.by_name
                 .entry(n.to_string())
@@ -111,18 +134,19 @@ impl Kallsyms {
                 object,
             });
         }
-        k
+        (k, any_addr)
     }
 
-    /// Reads `/proc/kallsyms`; refuses hidden addresses (`kptr_restrict`).
-    pub fn read() -> Result<Kallsyms, Error> {
+    /// Reads `/proc/kallsyms`, keeping the symbols named in `wanted`;
+    /// refuses hidden addresses (`kptr_restrict`).
+    pub fn read(wanted: &HashSet<String>) -> Result<Kallsyms, Error> {
         let path = Path::new("/proc/kallsyms");
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let k = Kallsyms::parse(&text);
-        if k.syms.iter().all(|s| s.addr == 0) {
+        let (k, any_addr) = Kallsyms::parse_only(&text, Some(wanted));
+        if !any_addr {
             return Err(Error::Symbol {
                 object: "vmlinux".into(),
                 name: "/proc/kallsyms".into(),
@@ -179,6 +203,36 @@ fn rd(b: &[u8], at: usize, len: usize) -> Option<u64> {
 fn wr(b: &mut [u8], at: usize, v: &[u8]) -> Option<()> {
     b.get_mut(at..at + v.len())?.copy_from_slice(v);
     Some(())
+}
+
+/// The symbol names a livepatch module's `.klp.sym.<object>.<name>,<pos>`
+/// symbols refer to.
+pub fn klp_sym_names(image: &[u8]) -> HashSet<String> {
+    use object::{Object, ObjectSymbol};
+    let Ok(file) = object::File::parse(image) else {
+        return HashSet::new();
+    };
+    file.symbols()
+        .filter_map(|s| {
+            let rest = s.name().ok()?.strip_prefix(".klp.sym.")?;
+            let (_, name_pos) = rest.split_once('.')?;
+            Some(name_pos.rsplit_once(',')?.0.to_string())
+        })
+        .collect()
+}
+
+/// The kernel symbols the core wants (its `ksym_<symbol>` parameters, from
+/// the `parmtype=` entries of its `.modinfo`).
+pub fn core_ksyms(core_path: &Path, core_image: &[u8]) -> Result<Vec<String>, Error> {
+    let info = super::read::modinfo(core_image).map_err(|reason| Error::KernelModule {
+        path: core_path.to_path_buf(),
+        reason,
+    })?;
+    Ok(info
+        .iter()
+        .filter(|(k, _)| k == "parmtype")
+        .filter_map(|(_, v)| v.split(':').next()?.strip_prefix("ksym_").map(String::from))
+        .collect())
 }
 
 /// The modversions CRC of the core's `hotfix_jmp_apply` (from its
@@ -503,16 +557,12 @@ pub fn core_module_path() -> Result<PathBuf, Error> {
 
 /// Loads the core if `/proc/hotfix_core` does not exist yet, passing the
 /// kallsyms address of every `ksym_<symbol>` parameter it declares.
-pub fn ensure_core(ksyms: &Kallsyms) -> Result<(), Error> {
+pub fn ensure_core(path: &Path, image: &[u8], ksyms: &Kallsyms) -> Result<(), Error> {
     if Path::new(CORE_PROC).exists() {
         return Ok(());
     }
-    let path = core_module_path()?;
-    let image = std::fs::read(&path).map_err(|source| Error::Io {
-        path: path.clone(),
-        source,
-    })?;
-    let info = super::read::modinfo(&image).map_err(|reason| Error::KernelModule {
+    let path = path.to_path_buf();
+    let info = super::read::modinfo(image).map_err(|reason| Error::KernelModule {
         path: path.clone(),
         reason,
     })?;
@@ -527,18 +577,9 @@ pub fn ensure_core(ksyms: &Kallsyms) -> Result<(), Error> {
         }
     }
     let mut params = Vec::new();
-    for (k, v) in &info {
-        if k != "parmtype" {
-            continue;
-        }
-        let Some(param) = v.split(':').next() else {
-            continue;
-        };
-        let Some(sym) = param.strip_prefix("ksym_") else {
-            continue;
-        };
-        let addr = ksyms.lookup("vmlinux", sym, 1)?;
-        params.push(format!("{param}={addr:#x}"));
+    for sym in core_ksyms(&path, image)? {
+        let addr = ksyms.lookup("vmlinux", &sym, 1)?;
+        params.push(format!("ksym_{sym}={addr:#x}"));
     }
     let file = std::fs::File::open(&path).map_err(|source| Error::Io {
         path: path.clone(),
@@ -641,14 +682,24 @@ pub fn apply(path: &Path, opts: &Options) -> Result<JumpApplied, Error> {
         path: path.to_path_buf(),
         source,
     })?;
-    let ksyms = Kallsyms::read()?;
     let core_path = core_module_path()?;
     let core_image = std::fs::read(&core_path).map_err(|source| Error::Io {
         path: core_path.clone(),
         source,
     })?;
+    // /proc/kallsyms only when something must be resolved: the patch's
+    // .klp.sym references, and the core's parameters if it is not loaded.
+    let mut wanted = klp_sym_names(&image);
+    if !Path::new(CORE_PROC).exists() {
+        wanted.extend(core_ksyms(&core_path, &core_image)?);
+    }
+    let ksyms = if wanted.is_empty() {
+        Kallsyms::default()
+    } else {
+        Kallsyms::read(&wanted)?
+    };
     let (rewritten, resolved) = rewrite_for_jump(path, &image, &ksyms, core_crc(&core_image))?;
-    ensure_core(&ksyms)?;
+    ensure_core(&core_path, &core_image, &ksyms)?;
     std::fs::create_dir_all(&opts.registry).map_err(|source| Error::Io {
         path: opts.registry.clone(),
         source,
@@ -769,6 +820,9 @@ pub fn revert(name: &str, opts: &Options) -> Result<JumpReverted, Error> {
                         opts.timeout,
                         attempts,
                     ));
+                }
+                if let Some(l) = st.last_for(name) {
+                    tracing::debug!(patch = %name, pid = l.pid, comm = %l.comm, func = %l.what, "busy; retrying");
                 }
                 std::thread::sleep(backoff(attempts, left));
             }
