@@ -563,3 +563,42 @@ fn killed_inside_an_injected_system_call_the_thread_resumes_intact() {
         assert_eq!(t.cmd("call 5"), "11");
     }
 }
+
+#[test]
+fn killed_inside_an_injected_system_call_every_register_is_restored() {
+    // The main thread (the one injected into) loops in assembly with known
+    // values in rbx..r15 and live flags, checking them every round.
+    let (_w, bin, patch) = setup_compute();
+    for step in INJECT_STEPS {
+        let mut t = Running::start(&bin, &["--regcheck"]);
+        let pid = t.pid.to_string();
+        if step == "inject-munmap" {
+            let out = run(hotfix().arg("apply").arg(&patch).args(["--pid", &pid]));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut cmd = hotfix();
+        cmd.env("HOTFIX_FAULT", step);
+        if step == "inject-munmap" {
+            cmd.args(["revert", "v2", "--pid", &pid]);
+        } else {
+            cmd.arg("apply").arg(&patch).args(["--pid", &pid]);
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.status.signal(), Some(9), "step {step}: not killed");
+        let r0 = field(&t.cmd("regs"), "reg_rounds");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let s = t.cmd("regs");
+        assert_eq!(field(&s, "reg_bad"), 0, "{step}: {s}");
+        assert!(
+            field(&s, "reg_rounds") > r0,
+            "{step}: main thread stalled: {s}"
+        );
+        revert_all(t.pid, "v2", step);
+        let s = t.cmd("regs");
+        assert_eq!(field(&s, "reg_bad"), 0, "{step}: {s}");
+    }
+}

@@ -8,13 +8,18 @@
  * gap between calls, threads blocked in futex/nanosleep/epoll_wait, and
  * real-time signal handlers counting every signal and its value.
  *
+ * --regcheck moves the command loop to a thread and makes the main thread
+ * (the one hotfix injects system calls into) loop in assembly with known
+ * values in every general register, counting rounds whose registers or
+ * flags changed under it ("regs" command).
+ *
  * --pairs N starts threads calling pair_a() and pair_b(), two functions on
  * different pages that one patch replaces together, and counting the pairs
  * whose results come from different versions ("mixed").
  *
  *   target [--hammer N] [--pairs N] [--idle N] [--stuck] [--sleepy]
- *          [--spinner] [--blockers] [--victim] [--lib]
- * Commands: call X | pair X | loop X | lib X | tls N | scale X | status | pairs |
+ *          [--spinner] [--blockers] [--victim] [--lib] [--regcheck]
+ * Commands: call X | pair X | loop X | regs | lib X | tls N | scale X | status | pairs |
  *           resetpairs | gap | resetgap | sigs | unblock | wake | poke |
  *           tids | release | quit
  */
@@ -50,6 +55,9 @@ static int woken;
 static int efd = -1;
 static atomic_int spinner_tid, stuck_tid, victim_tid, in_handler;
 static atomic_long victim_spins;
+static int use_lib;
+static sigset_t set; /* SIGRTMIN+1 */
+static int serve(void);
 
 /* The function the patches replace: old x*2+1, new x*3+7. */
 NOPATCH_INLINE int compute(int x) { return x * 2 + g_one; }
@@ -148,6 +156,55 @@ static void *pair_main(void *arg) {
     return NULL;
 }
 
+static atomic_long reg_rounds, reg_bad;
+
+/* One round: known values in rbx..r15 (rcx and r11 included, which a
+ * syscall clobbers), a pause loop counting rax down (flags live between
+ * dec and jnz), then a check of everything. Returns 0 if all held. */
+static long regcheck_round(void) {
+    long bad;
+    __asm__ volatile(
+        "mov $0x1000001, %%rbx\n"
+        "mov $0x1000002, %%rcx\n"
+        "mov $0x1000003, %%rdx\n"
+        "mov $0x1000004, %%rsi\n"
+        "mov $0x1000005, %%rdi\n"
+        "mov $0x1000006, %%r8\n"
+        "mov $0x1000007, %%r9\n"
+        "mov $0x1000008, %%r10\n"
+        "mov $0x1000009, %%r11\n"
+        "mov $0x100000a, %%r12\n"
+        "mov $0x100000b, %%r13\n"
+        "mov $0x100000c, %%r14\n"
+        "mov $0x100000d, %%r15\n"
+        "mov $20000, %%eax\n"
+        "1: pause\n"
+        "dec %%rax\n"
+        "jnz 1b\n"
+        "test %%rax, %%rax\n jnz 2f\n"
+        "cmp $0x1000001, %%rbx\n jne 2f\n"
+        "cmp $0x1000002, %%rcx\n jne 2f\n"
+        "cmp $0x1000003, %%rdx\n jne 2f\n"
+        "cmp $0x1000004, %%rsi\n jne 2f\n"
+        "cmp $0x1000005, %%rdi\n jne 2f\n"
+        "cmp $0x1000006, %%r8\n jne 2f\n"
+        "cmp $0x1000007, %%r9\n jne 2f\n"
+        "cmp $0x1000008, %%r10\n jne 2f\n"
+        "cmp $0x1000009, %%r11\n jne 2f\n"
+        "cmp $0x100000a, %%r12\n jne 2f\n"
+        "cmp $0x100000b, %%r13\n jne 2f\n"
+        "cmp $0x100000c, %%r14\n jne 2f\n"
+        "cmp $0x100000d, %%r15\n jne 2f\n"
+        "xor %%eax, %%eax\n jmp 3f\n"
+        "2: mov $1, %%eax\n"
+        "3:\n"
+        : "=a"(bad)
+        :
+        : "rbx", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14",
+          "r15", "cc", "memory");
+    return bad;
+}
+
 static void *idle_main(void *arg) {
     (void)arg;
     for (;;) pause();
@@ -240,6 +297,13 @@ static void on_rt(int sig, siginfo_t *si, void *uc) {
     }
 }
 
+static int serve(void);
+static void *serve_main(void *arg) {
+    (void)arg;
+    exit(serve());
+    return NULL;
+}
+
 static void start(void *(*fn)(void *), void *arg) {
     pthread_t t;
     pthread_attr_t a;
@@ -249,10 +313,9 @@ static void start(void *(*fn)(void *), void *arg) {
 }
 
 int main(int argc, char **argv) {
-    int hammer = 0, idle = 0, use_lib = 0, pairs = 0;
+    int hammer = 0, idle = 0, pairs = 0, regcheck = 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
     /* SIGRTMIN+1 stays blocked (pending) until "unblock"; every thread inherits the mask. */
-    sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGRTMIN + 1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
@@ -279,6 +342,7 @@ int main(int argc, char **argv) {
             start(sleep_main, NULL);
             start(epoll_main, NULL);
         } else if (!strcmp(argv[i], "--lib")) use_lib = 1;
+        else if (!strcmp(argv[i], "--regcheck")) regcheck = 1;
     }
     for (long i = 0; i < hammer; i++) start(hammer_main, (void *)i);
     for (long i = 0; i < idle; i++) start(idle_main, NULL);
@@ -288,10 +352,23 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--sleepy"))
             while (!atomic_load(&sleepy_in)) usleep(1000);
     printf("ready %d\n", getpid());
+    if (regcheck) {
+        start(serve_main, NULL);
+        for (;;) {
+            if (regcheck_round()) atomic_fetch_add(&reg_bad, 1);
+            atomic_fetch_add(&reg_rounds, 1);
+        }
+    }
+    return serve();
+}
+
+static int serve(void) {
     char line[256];
     while (fgets(line, sizeof line, stdin)) {
         int x = 0;
         if (sscanf(line, "call %d", &x) == 1) printf("%d\n", compute(x));
+        else if (!strncmp(line, "regs", 4))
+            printf("reg_rounds=%ld reg_bad=%ld\n", atomic_load(&reg_rounds), atomic_load(&reg_bad));
         else if (sscanf(line, "loop %d", &x) == 1) printf("%d\n", loop_a(x));
         else if (sscanf(line, "pair %d", &x) == 1) printf("%d %d\n", pair_a(x), pair_b(x));
         else if (!strncmp(line, "pairs", 5))
@@ -327,7 +404,7 @@ int main(int argc, char **argv) {
             printf("spinner=%d stuck=%d victim=%d in_handler=%d\n", atomic_load(&spinner_tid),
                    atomic_load(&stuck_tid), atomic_load(&victim_tid), atomic_load(&in_handler));
         else if (!strncmp(line, "release", 7)) { atomic_store(&sleepy_release, 1); printf("ok\n"); }
-        else if (!strncmp(line, "quit", 4)) { printf("bye\n"); return 0; }
+        else if (!strncmp(line, "quit", 4)) { printf("bye\n"); exit(0); }
         else printf("?\n");
     }
     return 0;
