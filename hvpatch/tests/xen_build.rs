@@ -430,10 +430,12 @@ fn xen_payloads_built_from_fixes_apply_live() {
         ]
         .map(|(a, b)| (a.to_string(), b.to_string()))
     );
-    // do_xen_version's STAC/CLAC alternatives and its copy-to-guest fixups
-    // go with it; the unchanged functions' entries do not.
+    // do_xen_version's STAC/CLAC alternatives, its copy-to-guest fixups and
+    // its bug frame go with it; the unchanged functions' entries do not.
     assert_eq!(op["special"][".altinstructions"], 62);
     assert_eq!(op["special"][".ex_table"], 2);
+    // The added BUG_ON's frame (type 2: BUGFRAME_bug), one per function.
+    assert_eq!(op["special"][".bug_frames.2"], 2);
     let xsa_p = Payload::read(&p("xsa-477")).unwrap();
     assert_eq!(xsa_p.xen_depends.as_deref(), Some(xen_id.as_str()));
     assert_eq!(xsa_p.build_id.as_deref(), xsa["build_id"].as_str());
