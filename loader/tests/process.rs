@@ -750,3 +750,35 @@ fn switch_refuses_a_function_branching_into_its_entry_bytes() {
     assert_eq!(t.cmd("loop 5"), "5");
     assert_eq!(t.cmd("pair 5"), "21 21");
 }
+
+#[test]
+fn version_1_registry_records_are_still_read_and_reverted() {
+    use std::os::unix::fs::FileExt;
+    let b = Build::new();
+    let bin = b.target(PIE);
+    let patch = read_patch(&b.patch("compute_v2.c", &Spec::new("v2", &bin, &["compute"])));
+    let mut t = Running::start(&bin, &[]);
+    loader::apply(t.pid, &patch, &opts(10)).expect("apply");
+    let base = loader::list(t.pid).expect("list")[0].record.base;
+    // A one-page patch's record is exactly what version 1 wrote; say so.
+    let mem = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/{}/mem", t.pid))
+        .expect("open mem");
+    let mut v = [0u8; 4];
+    mem.read_exact_at(&mut v, base + 16).expect("read version");
+    assert_eq!(u32::from_le_bytes(v), loader::registry::VERSION);
+    mem.write_all_at(&1u32.to_le_bytes(), base + 16)
+        .expect("write version 1");
+    assert_eq!(states(t.pid), vec![("v2".into(), State::Active)]);
+    loader::revert(t.pid, "v2", &opts(10)).expect("revert a version-1 record");
+    assert_eq!(t.call(5), 11);
+    // An unknown (future) version is an error naming it, not a guess.
+    loader::apply(t.pid, &patch, &opts(10)).expect("apply");
+    let base = loader::list(t.pid).expect("list")[0].record.base;
+    mem.write_all_at(&9u32.to_le_bytes(), base + 16)
+        .expect("write version 9");
+    let e = loader::list(t.pid).expect_err("version 9");
+    assert!(e.to_string().contains("registry version 9"), "{e}");
+}
