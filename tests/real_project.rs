@@ -103,8 +103,10 @@ impl Daemon {
         self.0.id().to_string()
     }
     /// Waits up to 5 s for the process to end; the signal that ended it.
+    /// The signal that ended the daemon, waiting for it up to 30 s (a
+    /// loaded CI machine may take seconds to reap an aborting process).
     fn died_of(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(st)) = self.0.try_wait() {
                 return st.signal();
