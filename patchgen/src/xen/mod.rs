@@ -57,7 +57,7 @@ pub struct XenPlan {
     /// `.livepatch.depends`); default: the hypervisor's build-id.
     pub depends: Option<PathBuf>,
     /// Work directory, kept; default: a fresh temporary one, removed on
-    /// success.
+    /// success (on failure only its logs are kept).
     pub workdir: Option<PathBuf>,
 }
 
@@ -216,8 +216,13 @@ pub fn build_payload(plan: &XenPlan) -> Result<XenOutcome, Error> {
     let result = build_in(
         plan, &name, &work, &diff_abs, &diff_text, &make_args, &xen, depends,
     );
-    if !keep && result.is_ok() {
-        let _ = std::fs::remove_dir_all(&work);
+    if !keep {
+        if result.is_ok() {
+            let _ = std::fs::remove_dir_all(&work);
+        } else {
+            // Keep the logs an error names; drop the 80 MB tree copy.
+            let _ = std::fs::remove_dir_all(work.join("tree"));
+        }
     }
     result.map(|mut o| {
         o.workdir = keep.then_some(work);
