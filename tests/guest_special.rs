@@ -107,9 +107,10 @@ fn special_sections_work_in_guest() {
     assert_eq!(count(&g.ok("dmesg"), "WARNING:"), 1);
     g.ok("hotfix revert lp_warn --kernel");
 
-    // __jump_table: the running module's key switches the patched branch.
-    g.ok("hotfix apply /root/lp_trace.ko --kernel");
+    // __jump_table: the running module's key switches the patched branch;
+    // enabled before the patch loads, the new branch starts enabled.
     g.ok("echo 1 > /proc/hfx_x2apic_trace");
+    g.ok("hotfix apply /root/lp_trace.ko --kernel");
     rdmsr(&mut g, "0x801");
     g.ok("echo 0 > /proc/hfx_x2apic_trace");
     rdmsr(&mut g, "0x802");

@@ -248,21 +248,28 @@ fn regions(p: &ObjectFile, funcs: &BTreeMap<String, SymbolId>) -> Vec<Region> {
         .collect()
 }
 
-/// Where a relocation field points: (section, offset) or an undefined
-/// symbol.
+/// Where a relocation field points: (section, symbol value + addend, the
+/// byte meant) or an undefined symbol. In code, a PC-relative field's
+/// addend is biased by -4 (the next instruction); data fields of special
+/// sections (`.long x - .`) are not.
 enum Loc {
-    At(usize, u64),
+    At(usize, i64, u64),
     Undef(usize),
 }
 
-fn loc_of(p: &ObjectFile, r: &Reloc) -> Option<Loc> {
+fn loc_of(p: &ObjectFile, r: &Reloc, in_code: bool) -> Option<Loc> {
     let s = p.sym(r.symbol)?;
     if s.undefined {
         return Some(Loc::Undef(s.index));
     }
     let sec = s.section?;
-    let at = i64::try_from(s.value).ok()?.checked_add(r.addend)?;
-    Some(Loc::At(sec, u64::try_from(at).ok()?))
+    let raw = i64::try_from(s.value).ok()?.checked_add(r.addend)?;
+    let bias = if in_code && r.is_pc_relative() { 4 } else { 0 };
+    Some(Loc::At(
+        sec,
+        raw,
+        u64::try_from(raw.checked_add(bias)?).ok()?,
+    ))
 }
 
 fn region_of(regions: &[Region], sec: usize, at: u64) -> Option<&Region> {
@@ -376,32 +383,40 @@ impl<'d> Out<'_, 'd> {
     /// Rewrites one relocation target of a kept entry (or of copied
     /// replacement bytes). `repl_len`: the length of the replacement when
     /// the target is `.altinstr_replacement`.
-    fn map(&mut self, r: &Reloc, who: &str, repl_len: Option<u64>) -> Result<Mapped, Error> {
+    fn map(
+        &mut self,
+        r: &Reloc,
+        who: &str,
+        repl_len: Option<u64>,
+        in_code: bool,
+    ) -> Result<Mapped, Error> {
         let plain = |symbol, addend| Mapped {
             symbol,
             addend,
             late_klp: None,
         };
-        match loc_of(self.p, r) {
+        match loc_of(self.p, r, in_code) {
             None => Err(self.err(who, format!("relocation at {:#x}: bad symbol", r.offset))),
             Some(Loc::Undef(i)) => {
                 let name = self.p.sym(i).map(|s| s.name.clone()).unwrap_or_default();
                 let bind = self.p.sym(i).map_or(Bind::Global, |s| s.bind);
                 self.reference(&name, bind, 0, r.addend)
             }
-            Some(Loc::At(sec, at)) => {
+            Some(Loc::At(sec, raw, at)) => {
+                // The new addend keeps the original bias: raw - new base.
+                let rel = |base: u64| raw.saturating_sub(i64::try_from(base).unwrap_or(0));
                 if let Some(g) = region_of(&self.regions, sec, at) {
                     let id = self.funcs.get(&g.name).copied().ok_or_else(|| {
                         self.err(who, format!("function {} not in the patch", g.name))
                     })?;
-                    return Ok(plain(id, (at - g.start) as i64));
+                    return Ok(plain(id, rel(g.start)));
                 }
                 let section = self.p.sec(sec).ok_or_else(|| {
                     self.err(who, format!("relocation at {:#x}: bad section", r.offset))
                 })?;
                 if section.is_strings() {
                     let (sym, off) = self.string(sec, at)?;
-                    return Ok(plain(sym, off));
+                    return Ok(plain(sym, off.saturating_add(rel(at))));
                 }
                 if section.name == ".altinstr_replacement" {
                     let len = repl_len.ok_or_else(|| {
@@ -438,7 +453,7 @@ impl<'d> Out<'_, 'd> {
                     .iter()
                     .find(|o| o.name == e.name && !o.undefined && o.kind == e.kind)
                     .map_or(0, |o| self.ctx.orig.sympos(o.index));
-                self.reference(&e.name, e.bind, sympos, (at - e.value) as i64)
+                self.reference(&e.name, e.bind, sympos, rel(e.value))
             }
         }
     }
@@ -514,7 +529,7 @@ impl<'d> Out<'_, 'd> {
         let base = self.repl.len() as u64;
         self.repl.extend_from_slice(&bytes);
         for r in relocs {
-            let m = self.map(&r, who, None)?;
+            let m = self.map(&r, who, None, true)?;
             if let Some(k) = m.late_klp {
                 return Err(self.err(
                     who,
@@ -597,7 +612,7 @@ pub fn carry(
             let Some(first) = entry_relocs.iter().find(|r| r.offset == e) else {
                 continue;
             };
-            let Some(Loc::At(s, at)) = loc_of(p, first) else {
+            let Some(Loc::At(s, _, at)) = loc_of(p, first, false) else {
                 continue;
             };
             let Some(func) = region_of(&out.regions, s, at).map(|g| g.name.clone()) else {
@@ -608,13 +623,37 @@ pub fn carry(
                 .then(|| entry.get(layout.alt_replacementlen as usize).copied())
                 .flatten()
                 .map(u64::from);
+            // The bytes an alternative or paravirt site rewrites at load
+            // must not hold a field livepatch relocates later.
+            let site_len = match name {
+                ".altinstructions" => Some(layout.alt_instrlen),
+                ".parainstructions" => layout.para_len,
+                _ => None,
+            }
+            .and_then(|o| entry.get(usize::try_from(o).ok()?).copied())
+            .map(u64::from);
+            if let Some(len) = site_len
+                && let Some(k) = late_in_site(p, ctx, s, at, len)
+            {
+                refusals.push(Refusal {
+                    kind: RefusalKind::SectionNotIncluded,
+                    symbol: func,
+                    reason: format!(
+                        "{name} site at +{:#x} rewritten at load holds a reference to {k} of module {}, \
+                         relocated by livepatch only after the module loader applied the site",
+                        at.saturating_sub(out.regions.iter().find(|g| g.section == s).map_or(0, |g| g.start)),
+                        ctx.object
+                    ),
+                });
+                continue;
+            }
             let base = data.len() as u64;
             let mut entry_out = Vec::new();
             let mut late = None;
             let mut failed = None;
             for r in entry_relocs {
                 let field_repl = if r.offset == e + 4 { repl_len } else { None };
-                match out.map(r, &func, field_repl) {
+                match out.map(r, &func, field_repl, false) {
                     Ok(m) => {
                         if m.late_klp.is_some() {
                             late = m.late_klp.clone();
@@ -728,6 +767,41 @@ pub fn carry(
     Ok((bytes, carried))
 }
 
+/// A relocation of code bytes `[at, at+len)` of section `sec` that will be
+/// a livepatch relocation against a module symbol (applied late): its
+/// target's name.
+fn late_in_site(
+    p: &ObjectFile,
+    ctx: &RefContext<'_>,
+    sec: usize,
+    at: u64,
+    len: u64,
+) -> Option<String> {
+    if ctx.object == "vmlinux" {
+        return None;
+    }
+    let section = p.sec(sec)?;
+    section
+        .relocs_in(at, at.saturating_add(len))
+        .iter()
+        .find_map(|r| match loc_of(p, r, true)? {
+            Loc::Undef(i) => {
+                let t = p.sym(i)?;
+                (!ctx.exports.contains(&t.name)).then(|| t.name.clone())
+            }
+            Loc::At(ts, _, tat) => {
+                let target = p.sec(ts)?;
+                if target.is_code() && ts == sec || target.is_strings() {
+                    return None;
+                }
+                let e = p
+                    .entities_in(ts)
+                    .find(|e| tat >= e.value && tat < e.value.saturating_add(e.size.max(1)))?;
+                (e.bind == Bind::Local || !ctx.exports.contains(&e.name)).then(|| e.name.clone())
+            }
+        })
+}
+
 fn add_rela(
     b: &mut Builder<'_>,
     target: SectionId,
@@ -753,6 +827,127 @@ fn add_rela(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
     use super::*;
+    use std::path::Path;
+
+    fn compile(dir: &Path, name: &str, src: &str) -> Vec<u8> {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = dir.join("alt.c");
+        let o = dir.join("alt.o");
+        std::fs::write(&c, src).unwrap();
+        let st = std::process::Command::new("gcc")
+            .args(["-c", "-O2", "-ffunction-sections", "-fdata-sections", "-o"])
+            .arg(&o)
+            .arg(&c)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::read(&o).unwrap()
+    }
+
+    /// A function with an alternative whose original instruction (and
+    /// replacement) address a static variable, in the x86 kernel's
+    /// `.altinstructions` layout (12-byte `alt_instr`), and a second
+    /// function with its own entry.
+    fn source(delta: i32) -> String {
+        format!(
+            r#"static int counter;
+int other(int x) {{ return x * 3; }}
+int bump(int x)
+{{
+	asm volatile("1: incl %0\n2:\n"
+		".pushsection .altinstructions,\"a\"\n"
+		" .long 1b - .\n .long 3f - .\n .word 0\n .byte 2b-1b\n .byte 4f-3f\n"
+		".popsection\n"
+		".pushsection .altinstr_replacement,\"ax\"\n3: decl %0\n4:\n.popsection\n"
+		: "+m"(counter));
+	return counter + x + {delta};
+}}
+int other2(int x)
+{{
+	asm volatile("1: nop\n2:\n"
+		".pushsection .altinstructions,\"a\"\n"
+		" .long 1b - .\n .long 3f - .\n .word 0\n .byte 2b-1b\n .byte 4f-3f\n"
+		".popsection\n"
+		".pushsection .altinstr_replacement,\"ax\"\n3: pause\n4:\n.popsection\n");
+	return x;
+}}
+"#
+        )
+    }
+
+    fn layout() -> Layout {
+        Layout {
+            sizes: [(".altinstructions".to_owned(), 12)].into_iter().collect(),
+            alt_replacementlen: 11,
+            alt_instrlen: 10,
+            para_len: None,
+        }
+    }
+
+    #[test]
+    fn alternative_entries_are_carried_or_refused_by_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = compile(dir.path(), "o", &source(1));
+        let p = compile(dir.path(), "p", &source(2));
+        let opts = crate::DiffOptions {
+            id: "t".into(),
+            description: String::new(),
+            target: None,
+            source_hash: None,
+        };
+        let report = crate::diff_objects(&o, "o.o", &p, "p.o", &opts).unwrap();
+        let oo = ObjectFile::parse(&o, "o.o").unwrap();
+        let po = ObjectFile::parse(&p, "p.o").unwrap();
+        let exports = BTreeSet::new();
+        // In vmlinux: carried, only bump's entry, replacement copied, and
+        // the static variable reached through a (vmlinux, early) klp symbol.
+        let ctx = RefContext {
+            object: "vmlinux",
+            exports: &exports,
+            orig: &oo,
+        };
+        let mut klp = Vec::new();
+        let (out, carried) = carry(&po, &report.patch, &layout(), &ctx, &mut klp).unwrap();
+        assert_eq!(
+            carried.kept.get(".altinstructions"),
+            Some(&1),
+            "{carried:?}"
+        );
+        assert!(
+            klp.iter()
+                .any(|k| k.name == "counter" && k.object == "vmlinux"),
+            "{klp:?}"
+        );
+        let obj = ObjectFile::parse(&out, "out.o").unwrap();
+        let alt = obj
+            .sections
+            .iter()
+            .find(|s| s.name == ".altinstructions")
+            .unwrap();
+        assert_eq!(alt.size, 12);
+        let repl = obj
+            .sections
+            .iter()
+            .find(|s| s.name == ".altinstr_replacement")
+            .unwrap();
+        assert_eq!(repl.size, 6, "decl counter(%rip) only, not other2's pause");
+        assert_eq!(repl.relocs.len(), 1);
+        // In a module: the original instruction's field would be relocated
+        // by livepatch only after module_finalize applied the alternative.
+        let ctx = RefContext {
+            object: "hfx_mod",
+            exports: &exports,
+            orig: &oo,
+        };
+        let mut klp = Vec::new();
+        let e = carry(&po, &report.patch, &layout(), &ctx, &mut klp).unwrap_err();
+        let t = e.to_string();
+        assert!(
+            t.contains("bump") && t.contains("counter") && t.contains("rewritten at load"),
+            "{t}"
+        );
+    }
 
     #[test]
     fn probe_source_names_every_section() {
