@@ -255,20 +255,15 @@ fn build_xen(args: &BuildArgs, g: Global) -> anyhow::Result<u8> {
     );
     for o in &out.objects {
         println!("  {}: {}", o.object, o.result);
-    }
-    for f in &out.funcs {
-        println!(
-            "    replaces {}{} at {} ({} -> {} bytes), expects {}",
-            f.name,
-            f.file
-                .as_ref()
-                .map(|f| format!(" ({f})"))
-                .unwrap_or_default(),
-            f.old_addr,
-            f.old_size,
-            f.new_size,
-            f.expect
-        );
+        for f in out.funcs.iter().filter(|f| f.object == o.object) {
+            println!(
+                "    replaces {} at {} ({} -> {} bytes), expects {}",
+                f.name, f.old_addr, f.old_size, f.new_size, f.expect
+            );
+        }
+        for l in &o.line_only {
+            println!("    same     {l}: only __LINE__ immediates differ (not patched)");
+        }
     }
     for f in &out.new_funcs {
         println!("    new      {f}");
