@@ -2,7 +2,8 @@
 //! source. `hotfix build --kernel --kernel-src` compiles `fs/proc/cmdline.o`
 //! from Debian's source package of the pinned image (`scripts/kernel-src`),
 //! checks the original `cmdline_proc_show` against the image's vmlinux, and
-//! generates the livepatch; in the QEMU test host `/proc/cmdline` shows the
+//! generates the livepatch; in the QEMU test host (whose running kernel has
+//! the build-id of the vmlinux checked against) `/proc/cmdline` shows the
 //! fix's marker once applied and loses it after revert.
 
 #![allow(
@@ -51,6 +52,24 @@ fn vmlinux_function_patched_from_debian_source_in_guest() {
     let img = testhost::image_with("guest-vmlinux", &[(ko, "/root/lp_vcmdline.ko")]);
     let mut g = Guest::boot_image(&img);
 
+    // The image the module was checked against is the running kernel: its
+    // GNU build-id is in the guest's /sys/kernel/notes.
+    let notes = Command::new("readelf")
+        .arg("-n")
+        .arg(ksrc.join("vmlinux"))
+        .output()
+        .unwrap_or_else(|e| panic!("readelf: {e}"));
+    let notes = String::from_utf8_lossy(&notes.stdout).into_owned();
+    let build_id = notes
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: "))
+        .unwrap_or_else(|| panic!("no build-id in {}: {notes}", ksrc.display()))
+        .to_owned();
+    let running = g.ok("od -An -tx1 -v /sys/kernel/notes | tr -d ' \\n'");
+    assert!(
+        running.contains(&build_id),
+        "running kernel notes {running} lack build-id {build_id}"
+    );
     let before = g.ok("cat /proc/cmdline");
     assert!(
         before.contains("console=ttyS0") && !before.contains(MARK),
