@@ -297,8 +297,8 @@ impl Transcript {
     }
 }
 
-/// Refusals on the build machine: a data change (1), a fix without
-/// functional change (5), missing arguments (2).
+/// Refusals on the build machine: a data change (1), a change to `__init`
+/// code (1), a fix without functional change (5), missing arguments (2).
 #[test]
 fn xen_build_refusals() {
     let Some(paths) = xenhost_paths() else { return };
@@ -322,6 +322,21 @@ fn xen_build_refusals() {
         "{err}"
     );
     assert!(!dir.path().join("dc.livepatch").exists());
+
+    // A change to __init code (it ran at boot and was freed): refused.
+    let init = dir.path().join("init.patch");
+    std::fs::write(
+        &init,
+        "--- a/xen/common/kernel.c\n+++ b/xen/common/kernel.c\n@@ -417,7 +417,7 @@ static int __init cf_check buildinfo_init(void)\n     hypfs_string_set_reference(&changeset, xen_changeset());\n     hypfs_add_leaf(&buildinfo, &changeset, true);\n \n-    hypfs_add_dir(&buildinfo, &compileinfo, true);\n+    hypfs_add_dir(&buildinfo, &compileinfo, false);\n     hypfs_string_set_reference(&compiler, xen_compiler());\n     hypfs_string_set_reference(&compile_by, xen_compile_system_maintainer_local());\n     hypfs_string_set_reference(&compile_date, xen_compile_date());\n",
+    )
+    .unwrap();
+    let o = build(&hotfix, &src, &init, &dir.path().join("i.livepatch"), &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refused") && err.contains("buildinfo_init") && err.contains(".init.text"),
+        "{err}"
+    );
 
     // A comment is no functional change.
     let comment = dir.path().join("comment.patch");

@@ -281,7 +281,11 @@ fn build_in(
             &ObjectFile::parse(&p_raw, &p_name)?,
         );
         if !init.is_empty() {
-            refusals.extend(init);
+            // The kernel's wording speaks of modules; say it for Xen.
+            refusals.extend(init.into_iter().map(|r| Refusal {
+                reason: "the fix changes __init code (.init.text), which ran at boot and was freed; a live patch cannot change it".into(),
+                ..r
+            }));
             continue;
         }
         let opts = DiffOptions {
