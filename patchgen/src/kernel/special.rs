@@ -949,6 +949,74 @@ int other2(int x)
         );
     }
 
+    /// A call site recorded in `.static_call_sites` (`struct
+    /// static_call_site`: s32 site, s32 key) whose key is a local object.
+    fn static_call_source(delta: i32) -> String {
+        format!(
+            r#"static long key_word;
+void tramp(void) {{ }}
+int site(int x)
+{{
+	asm volatile("1: call tramp\n"
+		".pushsection .static_call_sites,\"a\"\n"
+		" .long 1b - .\n .long key_word - .\n"
+		".popsection\n" ::: "memory");
+	return x + {delta};
+}}
+"#
+        )
+    }
+
+    #[test]
+    fn static_call_sites_with_late_keys_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = compile(dir.path(), "o", &static_call_source(1));
+        let p = compile(dir.path(), "p", &static_call_source(2));
+        let opts = crate::DiffOptions {
+            id: "t".into(),
+            description: String::new(),
+            target: None,
+            source_hash: None,
+        };
+        let report = crate::diff_objects(&o, "o.o", &p, "p.o", &opts).unwrap();
+        let oo = ObjectFile::parse(&o, "o.o").unwrap();
+        let po = ObjectFile::parse(&p, "p.o").unwrap();
+        let exports = BTreeSet::new();
+        let layout = Layout {
+            sizes: [(".static_call_sites".to_owned(), 8)].into_iter().collect(),
+            ..layout()
+        };
+        // A module's unexported key: the site is dropped (the call keeps
+        // going through the trampoline), the build goes on.
+        let ctx = RefContext {
+            object: "hfx_mod",
+            exports: &exports,
+            orig: &oo,
+        };
+        let mut klp = Vec::new();
+        let (out, carried) = carry(&po, &report.patch, &layout, &ctx, &mut klp).unwrap();
+        assert!(carried.kept.is_empty(), "{carried:?}");
+        assert_eq!(carried.dropped.len(), 1, "{carried:?}");
+        assert_eq!(carried.dropped[0].0, ".static_call_sites");
+        assert_eq!(carried.dropped[0].1, "site");
+        let obj = ObjectFile::parse(&out, "out.o").unwrap();
+        assert!(!obj.sections.iter().any(|s| s.name == ".static_call_sites"));
+        // In vmlinux the key is resolved at load: the site is carried.
+        let ctx = RefContext {
+            object: "vmlinux",
+            exports: &exports,
+            orig: &oo,
+        };
+        let mut klp = Vec::new();
+        let (_, carried) = carry(&po, &report.patch, &layout, &ctx, &mut klp).unwrap();
+        assert_eq!(
+            carried.kept.get(".static_call_sites"),
+            Some(&1),
+            "{carried:?}"
+        );
+        assert!(klp.iter().any(|k| k.name == "key_word"), "{klp:?}");
+    }
+
     #[test]
     fn probe_source_names_every_section() {
         for s in super::super::REQUIRED_SPECIAL {
