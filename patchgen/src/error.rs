@@ -211,6 +211,9 @@ pub enum RefusalKind {
     InitCode,
     /// A function to replace is too short to hold a 5-byte jump.
     TooShort,
+    /// A kernel function to replace has no ftrace call site (`notrace`,
+    /// `noinstr`): livepatch attaches to the old function through ftrace.
+    NotTraceable,
 }
 
 /// One reason to refuse, naming the symbol concerned.

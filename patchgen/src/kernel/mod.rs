@@ -341,6 +341,13 @@ fn build_in(
         dropped_special.extend(carried.dropped.into_iter().map(|(s, f, _)| (s, f)));
         let mut renames = BTreeMap::new();
         for f in &report.meta.funcs {
+        // livepatch attaches to each replaced function's ftrace site.
+        let replaced: Vec<&str> = report.meta.funcs.iter().map(|f| f.name.as_str()).collect();
+        let untraced = special::untraceable(&o_obj, &replaced);
+        if !untraced.is_empty() {
+            refusals.extend(untraced);
+            continue;
+        }
             let new_symbol = format!("__hotfix_new_{}", funcs.len());
             renames.insert(f.new_symbol.clone(), new_symbol.clone());
             // vmlinux: the compiled function must be the running one; its

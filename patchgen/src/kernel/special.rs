@@ -767,6 +767,52 @@ pub fn carry(
     Ok((bytes, carried))
 }
 
+/// Refusals for functions of the original object `orig` that livepatch
+/// could not attach to: the object records ftrace call sites
+/// (`__mcount_loc` or `__patchable_function_entries`) but none in the
+/// function's first 16 bytes (`notrace`, `noinstr`). livepatch redirects the
+/// old function through its ftrace site; without one, `klp_enable_patch`
+/// fails at load ("failed to find location for function").
+pub fn untraceable(orig: &ObjectFile, funcs: &[&str]) -> Vec<Refusal> {
+    let sites: Vec<(usize, u64)> = orig
+        .sections
+        .iter()
+        .filter(|s| s.name == "__mcount_loc" || s.name == "__patchable_function_entries")
+        .flat_map(|s| s.relocs.iter())
+        .filter_map(|r| match loc_of(orig, r, false)? {
+            Loc::At(sec, _, at) => Some((sec, at)),
+            Loc::Undef(_) => None,
+        })
+        .collect();
+    if !orig
+        .sections
+        .iter()
+        .any(|s| s.name == "__mcount_loc" || s.name == "__patchable_function_entries")
+    {
+        return Vec::new();
+    }
+    funcs
+        .iter()
+        .filter_map(|name| {
+            let f = orig
+                .symbols
+                .iter()
+                .find(|s| s.name == *name && s.is_func() && !s.undefined)?;
+            let sec = f.section?;
+            let traced = sites
+                .iter()
+                .any(|&(s, at)| s == sec && at >= f.value && at < f.value.saturating_add(16));
+            (!traced).then(|| Refusal {
+                kind: RefusalKind::NotTraceable,
+                symbol: (*name).to_owned(),
+                reason: "has no ftrace call site (notrace/noinstr code): livepatch cannot \
+                         redirect it"
+                    .into(),
+            })
+        })
+        .collect()
+}
+
 /// A relocation of code bytes `[at, at+len)` of section `sec` that will be
 /// a livepatch relocation against a module symbol (applied late): its
 /// target's name.
@@ -1015,6 +1061,46 @@ int site(int x)
             "{carried:?}"
         );
         assert!(klp.iter().any(|k| k.name == "key_word"), "{klp:?}");
+    }
+
+    #[test]
+    fn functions_without_ftrace_sites_are_untraceable() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("ft");
+        std::fs::create_dir_all(&d).unwrap();
+        let c = d.join("ft.c");
+        std::fs::write(
+            &c,
+            "int traced(int x) { return x * 7; }\n\
+             __attribute__((no_instrument_function)) int plain(int x) { return x * 5; }\n",
+        )
+        .unwrap();
+        let o = d.join("ft.o");
+        let st = std::process::Command::new("gcc")
+            .args([
+                "-c",
+                "-O2",
+                "-pg",
+                "-mfentry",
+                "-mrecord-mcount",
+                "-ffunction-sections",
+                "-o",
+            ])
+            .arg(&o)
+            .arg(&c)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let obj = ObjectFile::parse(&std::fs::read(&o).unwrap(), "ft.o").unwrap();
+        assert!(obj.sections.iter().any(|s| s.name == "__mcount_loc"));
+        let r = untraceable(&obj, &["traced", "plain"]);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].symbol, "plain");
+        assert_eq!(r[0].kind, RefusalKind::NotTraceable);
+        // An object without ftrace records: nothing to check.
+        let plain = compile(dir.path(), "n", "int traced(int x) { return x; }\n");
+        let obj = ObjectFile::parse(&plain, "n.o").unwrap();
+        assert!(untraceable(&obj, &["traced"]).is_empty());
     }
 
     #[test]
