@@ -56,6 +56,31 @@ fn generated_module() -> std::path::PathBuf {
     ko
 }
 
+/// A copy of `ko` whose `.hotfix.expect` (the build's expected bytes at
+/// each jump site) names a byte the running code does not have.
+fn corrupted_expect(ko: &std::path::Path) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(ko).unwrap_or_else(|e| panic!("{}: {e}", ko.display()));
+    // The section's line: "hfx_x2apic x2apic_msr_read SYMPOS HEX\n".
+    let key = b"hfx_x2apic x2apic_msr_read ";
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .unwrap_or_else(|| panic!("no .hotfix.expect line in {}", ko.display()));
+    let hex_at = at
+        + key.len()
+        + bytes[at + key.len()..]
+            .iter()
+            .position(|&c| c == b' ')
+            .unwrap()
+        + 1;
+    let b = &mut bytes[hex_at];
+    assert!(b.is_ascii_hexdigit(), "first expected byte is relocated");
+    *b = if *b == b'f' { b'0' } else { b'f' };
+    let out = ko.with_file_name("lp_range_badexpect.ko");
+    std::fs::write(&out, bytes).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    out
+}
+
 /// `(gp_faults, msr_reads)` of the x2apic module.
 fn counters(g: &mut Guest) -> (u64, u64) {
     let s = g.ok("cat /proc/hfx_x2apic_stats");
@@ -135,7 +160,14 @@ fn jump_method_in_guest() {
     }
     testhost::image();
     let generated = generated_module();
-    let img = testhost::image_with("guest-jump", &[(generated, "/root/lp_range_jump.ko")]);
+    let bad = corrupted_expect(&generated);
+    let img = testhost::image_with(
+        "guest-jump",
+        &[
+            (generated, "/root/lp_range_jump.ko"),
+            (bad, "/root/lp_range_badexpect.ko"),
+        ],
+    );
     let mut g = Guest::boot_image(&img);
     eprintln!("guest booted in {:?}", g.boot_time);
     let jump = "--kernel --method jump";
@@ -146,6 +178,7 @@ fn jump_method_in_guest() {
     let out = g.ok(&format!("hotfix apply {M}/lp_x2apic.ko {jump}"));
     assert!(out.contains("with the jump method (stop window"), "{out}");
     assert!(out.contains("hfx_x2apic: x2apic_msr_read,0"), "{out}");
+    assert!(out.contains("no expected bytes in the module"), "{out}");
     assert_eq!(rdmsr(&mut g, "0x900"), GP);
     assert_eq!(rdmsr(&mut g, "0x8ff"), "msr 0x8ff = 0x10ff");
     let list = g.ok("hotfix list --kernel");
@@ -180,11 +213,26 @@ fn jump_method_in_guest() {
     let (gp, reads) = counters(&mut g);
     let out = g.ok(&format!("hotfix apply /root/lp_range_jump.ko {jump}"));
     assert!(out.contains("resolved hfx_x2apic.reads"), "{out}");
+    assert!(
+        out.contains("expected bytes of the build verified"),
+        "{out}"
+    );
     assert_eq!(rdmsr(&mut g, "0x900"), GP);
     assert_eq!(counters(&mut g), (gp + 1, reads + 1));
     g.ok("hotfix revert lp_range_jump --kernel");
     assert_eq!(rdmsr(&mut g, "0x900"), LEAK);
     assert_eq!(counters(&mut g), (gp + 1, reads + 2));
+
+    // The same module whose recorded bytes do not match the running code:
+    // exit 4 naming the function, nothing loaded.
+    let o = g.run(&format!("hotfix apply /root/lp_range_badexpect.ko {jump}"));
+    assert_eq!(o.rc, 4, "{o:?}");
+    assert!(
+        o.out.contains("x2apic_msr_read") && o.out.contains("the build expected"),
+        "{o:?}"
+    );
+    g.ok("! grep -q '^lp_range_jump ' /proc/modules");
+    assert_eq!(rdmsr(&mut g, "0x900"), LEAK);
 
     // --- A vmlinux function.
     let cmdline = g.ok("cat /proc/cmdline");
@@ -234,6 +282,42 @@ fn jump_method_in_guest() {
     g.ok(&format!(
         "echo nop > {t}/current_tracer && echo > {t}/set_ftrace_filter"
     ));
+    no_kernel_complaint(&mut g);
+
+    // --- kprobes: a probe on the site (entry + 5) refuses the patch; a
+    // probe put on the jump afterwards makes revert stop with exit 4 (the
+    // site no longer holds the core's jump; nothing written) until it goes.
+    let probe = |on: bool| {
+        if on {
+            format!(
+                "echo 'p:hfxsite x2apic_msr_read+5' >> {t}/kprobe_events && echo 1 > {t}/events/kprobes/hfxsite/enable"
+            )
+        } else {
+            format!(
+                "echo 0 > {t}/events/kprobes/hfxsite/enable && echo '-:hfxsite' >> {t}/kprobe_events"
+            )
+        }
+    };
+    g.ok(&probe(true));
+    let o = g.run(&format!("hotfix apply {M}/lp_x2apic.ko {jump}"));
+    assert_eq!(o.rc, 1, "{o:?}");
+    assert!(o.out.contains("kprobe or another patcher"), "{o:?}");
+    g.ok("! grep -q '^lp_x2apic ' /proc/modules");
+    assert_eq!(rdmsr(&mut g, "0x900"), LEAK);
+    g.ok(&probe(false));
+    g.ok(&format!("hotfix apply {M}/lp_x2apic.ko {jump}"));
+    g.ok(&probe(true));
+    assert_eq!(rdmsr(&mut g, "0x900"), GP);
+    let o = g.run("hotfix revert lp_x2apic --kernel");
+    assert_eq!(o.rc, 4, "{o:?}");
+    assert!(o.out.contains("expected bytes differ"), "{o:?}");
+    assert!(
+        g.ok("hotfix list --kernel")
+            .contains("lp_x2apic enabled [jump]")
+    );
+    g.ok(&probe(false));
+    g.ok("hotfix revert lp_x2apic --kernel");
+    assert_eq!(rdmsr(&mut g, "0x900"), LEAK);
     no_kernel_complaint(&mut g);
 
     // --- Refused: an NMI handler (default_do_nmi, also in .noinstr.text).

@@ -56,8 +56,18 @@ pub fn apply_method(
     );
     for f in &done.patch.funcs {
         println!(
-            "  {}: {},{} {:#x} -> {:#x} (jump at {:#x})",
-            f.object, f.name, f.sympos, f.old_addr, f.new_addr, f.site
+            "  {}: {},{} {:#x} -> {:#x} (jump at {:#x}; {})",
+            f.object,
+            f.name,
+            f.sympos,
+            f.old_addr,
+            f.new_addr,
+            f.site,
+            if f.expected {
+                "expected bytes of the build verified"
+            } else {
+                "no expected bytes in the module"
+            }
         );
     }
     for s in &done.resolved {

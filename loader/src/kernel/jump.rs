@@ -205,6 +205,40 @@ fn wr(b: &mut [u8], at: usize, v: &[u8]) -> Option<()> {
     Some(())
 }
 
+/// The lines of the module's `.hotfix.expect` section (the build's
+/// expected bytes per jump site, `OBJECT FUNCTION SYMPOS HEX`; see
+/// `patchgen::kernel::jump`); empty when the module has none.
+pub fn expect_lines(image: &[u8]) -> Vec<String> {
+    use object::{Object, ObjectSection};
+    let Ok(file) = object::File::parse(image) else {
+        return Vec::new();
+    };
+    let Some(data) = file
+        .section_by_name(patchgen::kernel::jump::SECTION)
+        .and_then(|s| s.data().ok())
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(data)
+        .lines()
+        .filter(|l| l.split(' ').count() == 4)
+        .map(String::from)
+        .collect()
+}
+
+/// Stages the expected bytes of `name`'s next apply in the core.
+fn stage_expect(name: &str, lines: &[String]) -> Result<(), Error> {
+    let io = |source| Error::Io {
+        path: CORE_PROC.into(),
+        source,
+    };
+    std::fs::write(CORE_PROC, format!("expect {name}\n")).map_err(io)?;
+    for l in lines {
+        std::fs::write(CORE_PROC, format!("expect {name} {l}\n")).map_err(io)?;
+    }
+    Ok(())
+}
+
 /// The symbol names a livepatch module's `.klp.sym.<object>.<name>,<pos>`
 /// symbols refer to.
 pub fn klp_sym_names(image: &[u8]) -> HashSet<String> {
@@ -446,11 +480,15 @@ pub struct CoreFunc {
     pub site: u64,
     /// The new function.
     pub new_addr: u64,
+    /// Whether the site was checked against the build's expected bytes.
+    pub expected: bool,
 }
 
 /// The core's `last` line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CoreLast {
+    /// Operations the core has run so far (this one included).
+    pub seq: u64,
     /// Patch name.
     pub name: String,
     /// `apply` or `revert`.
@@ -496,19 +534,21 @@ impl CoreState {
                             old_addr: hex(w[5]).unwrap_or(0),
                             site: hex(w[6]).unwrap_or(0),
                             new_addr: hex(w[7]).unwrap_or(0),
+                            expected: w.get(8) == Some(&"expected"),
                         });
                     }
                 }
-                Some("last") if w.len() >= 9 => {
+                Some("last") if w.len() >= 10 => {
                     st.last = Some(CoreLast {
-                        name: w[1].into(),
-                        op: w[2].into(),
-                        rc: w[3].parse().unwrap_or(0),
-                        window_ns: w[4].parse().unwrap_or(0),
-                        stop_ns: w[5].parse().unwrap_or(0),
-                        pid: w[6].parse().unwrap_or(0),
-                        comm: w[7].into(),
-                        what: w[8..].join(" "),
+                        seq: w[1].parse().unwrap_or(0),
+                        name: w[2].into(),
+                        op: w[3].into(),
+                        rc: w[4].parse().unwrap_or(0),
+                        window_ns: w[5].parse().unwrap_or(0),
+                        stop_ns: w[6].parse().unwrap_or(0),
+                        pid: w[7].parse().unwrap_or(0),
+                        comm: w[8].into(),
+                        what: w[9..].join(" "),
                     })
                 }
                 _ => {}
@@ -529,9 +569,17 @@ impl CoreState {
         }
     }
 
-    /// The `last` line if it is about `name`.
-    fn last_for(&self, name: &str) -> Option<&CoreLast> {
-        self.last.as_ref().filter(|l| l.name == name)
+    /// The `last` line if it is about `name` and newer than operation
+    /// `after` (the sequence number seen before the operation started).
+    fn last_for(&self, name: &str, after: u64) -> Option<&CoreLast> {
+        self.last
+            .as_ref()
+            .filter(|l| l.name == name && l.seq > after)
+    }
+
+    /// The sequence number of the latest operation (0: none).
+    fn seq(&self) -> u64 {
+        self.last.as_ref().map(|l| l.seq).unwrap_or(0)
     }
 }
 
@@ -709,11 +757,14 @@ pub fn apply(path: &Path, opts: &Options) -> Result<JumpApplied, Error> {
         path: copy.clone(),
         source,
     })?;
+    let expect = expect_lines(&image);
     let start = Instant::now();
     let mut attempts = 0u32;
     let load_us;
     loop {
         attempts += 1;
+        stage_expect(&name, &expect)?;
+        let before = CoreState::read()?.seq();
         let file = std::fs::File::open(&copy).map_err(|source| Error::Io {
             path: copy.clone(),
             source,
@@ -733,12 +784,12 @@ pub fn apply(path: &Path, opts: &Options) -> Result<JumpApplied, Error> {
                     return Err(busy_error(
                         &name,
                         "apply",
-                        st.last_for(&name),
+                        st.last_for(&name, before),
                         opts.timeout,
                         attempts,
                     ));
                 }
-                if let Some(l) = st.last_for(&name) {
+                if let Some(l) = st.last_for(&name, before) {
                     tracing::debug!(patch = %name, pid = l.pid, comm = %l.comm, func = %l.what, "busy; retrying");
                 }
                 std::thread::sleep(backoff(attempts, left));
@@ -747,7 +798,7 @@ pub fn apply(path: &Path, opts: &Options) -> Result<JumpApplied, Error> {
                 let _ = std::fs::remove_file(&copy);
                 let st = CoreState::read()?;
                 let what = st
-                    .last_for(&name)
+                    .last_for(&name, before)
                     .map(|l| l.what.clone())
                     .filter(|w| !w.is_empty())
                     .unwrap_or_else(|| "see dmesg".into());
@@ -805,8 +856,10 @@ pub fn revert(name: &str, opts: &Options) -> Result<JumpReverted, Error> {
     }
     let start = Instant::now();
     let mut attempts = 0u32;
+    let mut before;
     loop {
         attempts += 1;
+        before = CoreState::read()?.seq();
         match std::fs::write(CORE_PROC, format!("revert {name}\n")) {
             Ok(()) => break,
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
@@ -816,12 +869,12 @@ pub fn revert(name: &str, opts: &Options) -> Result<JumpReverted, Error> {
                     return Err(busy_error(
                         name,
                         "revert",
-                        st.last_for(name),
+                        st.last_for(name, before),
                         opts.timeout,
                         attempts,
                     ));
                 }
-                if let Some(l) = st.last_for(name) {
+                if let Some(l) = st.last_for(name, before) {
                     tracing::debug!(patch = %name, pid = l.pid, comm = %l.comm, func = %l.what, "busy; retrying");
                 }
                 std::thread::sleep(backoff(attempts, left));
@@ -842,7 +895,7 @@ pub fn revert(name: &str, opts: &Options) -> Result<JumpReverted, Error> {
         }
     }
     let window_ns = CoreState::read()?
-        .last_for(name)
+        .last_for(name, before)
         .map(|l| l.window_ns)
         .unwrap_or(0);
     super::remove_module(name)?;
@@ -902,12 +955,13 @@ mod tests {
     fn parses_core_state() {
         let st = CoreState::parse(
             "patch lp_x 1 12000 90000 1700000000\n\
-             func lp_x hfx_x2apic x2apic_msr_read 0 0xffffffffc0001000 0xffffffffc0001005 0xffffffffc0100000\n\
-             last lp_k apply -16 0 0 77 hfx_worker hfx_worker_wait+0x1b/0x40 [hfx_kthread]\n",
+             func lp_x hfx_x2apic x2apic_msr_read 0 0xffffffffc0001000 0xffffffffc0001005 0xffffffffc0100000 expected\n\
+             last 7 lp_k apply -16 0 0 77 hfx_worker hfx_worker_wait+0x1b/0x40 [hfx_kthread]\n",
         );
         assert_eq!(st.patches.len(), 1);
         assert_eq!(st.patches[0].window_ns, 12000);
         assert_eq!(st.patches[0].funcs[0].site, 0xffffffffc0001005);
+        assert!(st.patches[0].funcs[0].expected);
         let l = st
             .last
             .as_ref()
@@ -921,6 +975,11 @@ mod tests {
                 "hfx_worker_wait+0x1b/0x40 [hfx_kthread]"
             ))
         );
-        assert!(st.last_for("lp_x").is_none());
+        assert!(st.last_for("lp_x", 0).is_none());
+        assert!(st.last_for("lp_k", 6).is_some());
+        assert!(
+            st.last_for("lp_k", 7).is_none(),
+            "stale: not newer than seq 7"
+        );
     }
 }

@@ -27,6 +27,7 @@
 //! tree is never written (a kernel source directory is patched in place
 //! under a lock and restored, see [`vmlinux`]).
 
+pub mod jump;
 pub mod kbuild;
 pub mod link;
 pub mod normalize;
@@ -278,6 +279,7 @@ fn build_in(
     let mut dropped_special = Vec::new();
     let mut objects = Vec::new();
     let mut refusals: Vec<Refusal> = Vec::new();
+    let mut expect: Vec<(String, String, u32, Option<String>)> = Vec::new();
     let mut no_change = 0usize;
     for pair in &pairs {
         let rel = pair.rel.display().to_string();
@@ -356,6 +358,12 @@ fn build_in(
                 Some(v) => v.check_function(&o_obj, &f.name)?,
                 None => f.sympos,
             };
+            expect.push((
+                pair.module.clone(),
+                f.name.clone(),
+                sympos,
+                jump::expected_site(&o_raw, &f.name),
+            ));
             funcs.push(KlpFunc {
                 object: pair.module.clone(),
                 old_name: f.name.clone(),
@@ -428,6 +436,13 @@ fn build_in(
         source,
     })?;
     let (out, converted) = link::klp_convert(&ko_bytes, &ko.display().to_string(), &klp_syms)?;
+    // Expected bytes of each jump site, for the jump method (kernel-jump.md).
+    let out = jump::add_section(
+        &out,
+        jump::SECTION,
+        jump::expect_text(&expect).as_bytes(),
+        &ko.display().to_string(),
+    )?;
     std::fs::write(&plan.output, &out).map_err(|source| Error::Io {
         path: plan.output.clone(),
         source,

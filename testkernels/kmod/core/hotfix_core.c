@@ -27,12 +27,16 @@
  * Interface (/proc/hotfix_core, root only):
  *   read:  "patch NAME FUNCS WINDOW_NS STOP_NS APPLIED_SECS" per applied
  *          patch, followed by "func NAME OBJ FUNC SYMPOS OLD SITE NEW" per
- *          function; then "last NAME OP RC WINDOW_NS STOP_NS PID COMM WHAT",
- *          the outcome of the latest apply or revert (WHAT: the blocking
+ *          function; then "last SEQ NAME OP RC WINDOW_NS STOP_NS PID COMM
+ *          WHAT", the outcome of the latest apply or revert (SEQ counts the
+ *          operations, so a reader can tell a stale line; WHAT: the blocking
  *          function or the reason of a refusal, free text to end of line).
  *   write: "revert NAME": unpatch under stop_machine (the same stack check,
  *          against the new functions), then drop the reference on the patch
- *          module so that it can be removed.
+ *          module so that it can be removed;
+ *          "expect NAME OBJ FUNC SYMPOS HEX": the bytes the build expects at
+ *          a jump site (".." for relocated bytes), for the next apply of NAME
+ *          only ("expect NAME" alone clears them).
  * Errors: -EBUSY (a function is on a stack: retry later), -EILSEQ (a patch
  * site does not hold the expected bytes), -EPERM (a refused function), and
  * -ENOENT / -EINVAL / -ERANGE / -ENOMEM.
@@ -135,6 +139,7 @@ struct hfx_func {
 	unsigned long site;		/* where the jump goes */
 	u8 saved[JMP32_INSN_SIZE];	/* the site's bytes before the jump */
 	u8 jmp[JMP32_INSN_SIZE];	/* the jump */
+	bool expected;			/* site checked against the build's bytes */
 };
 
 struct hfx_patch {
@@ -148,6 +153,7 @@ struct hfx_patch {
 
 /* Outcome of the latest operation, for userspace. */
 static struct {
+	unsigned long seq;		/* operations so far: tells a stale line */
 	char name[MODULE_NAME_LEN];
 	const char *op;
 	int rc;
@@ -156,6 +162,20 @@ static struct {
 	char comm[TASK_COMM_LEN];
 	char what[KSYM_SYMBOL_LEN + 128];
 } last;
+
+/* Expected bytes at the jump sites, staged by the driver for the next apply
+ * of one patch (from the module's .hotfix.expect section, written by the
+ * build from the original object): "HEX" is 10 characters, ".." for a byte
+ * a relocation fills in at load. Functions without one are not checked. */
+struct hfx_expect {
+	char obj[MODULE_NAME_LEN];
+	char func[128];
+	unsigned long sympos;
+	char hex[2 * JMP32_INSN_SIZE + 1];
+};
+static char expect_for[MODULE_NAME_LEN];	/* the patch they are for */
+static struct hfx_expect expects[32];
+static unsigned int nexpects;
 
 static LIST_HEAD(patches);		/* applied patches, newest first */
 static DEFINE_MUTEX(core_lock);		/* protects patches and last */
@@ -359,8 +379,8 @@ static int hfx_refuse(const char *fmt, const char *a, const char *b)
 	return -EPERM;
 }
 
-static int hfx_prepare_func(struct hfx_func *f, struct klp_object *obj,
-			    struct klp_func *kf)
+static int hfx_prepare_func(const char *patch, struct hfx_func *f,
+			    struct klp_object *obj, struct klp_func *kf)
 {
 	struct hfx_find find = {
 		.obj = obj->name, .name = kf->old_name, .sympos = kf->old_sympos,
@@ -430,6 +450,28 @@ static int hfx_prepare_func(struct hfx_func *f, struct klp_object *obj,
 			if (other->funcs[i].old_addr == f->old_addr)
 				return hfx_refuse("%s: %s is patched by another jump patch (revert it first)", f->obj, kf->old_name);
 	memcpy(f->saved, (void *)f->site, JMP32_INSN_SIZE);
+	/* The build's expected bytes, when staged for this patch. */
+	for (i = 0; !strcmp(expect_for, patch) && i < nexpects; i++) {
+		struct hfx_expect *e = &expects[i];
+		unsigned int b;
+
+		if (strcmp(e->obj, f->obj) || strcmp(e->func, f->name) ||
+		    e->sympos != f->sympos)
+			continue;
+		for (b = 0; b < JMP32_INSN_SIZE; b++) {
+			u8 want;
+
+			if (e->hex[2 * b] == '.')	/* relocated at load: any */
+				continue;
+			if (hex2bin(&want, &e->hex[2 * b], 1) || want != f->saved[b]) {
+				snprintf(last.what, sizeof(last.what),
+					 "%s: %s: site %#lx holds %5phN, the build expected %s",
+					 f->obj, f->name, f->site, f->saved, e->hex);
+				return -EILSEQ;
+			}
+		}
+		f->expected = true;
+	}
 	/* An int3 (kprobe, text_poke_bp) or a jump already at the site. */
 	if (f->saved[0] == INT3_INSN_OPCODE || f->saved[0] == JMP32_INSN_OPCODE)
 		return hfx_refuse("%s: %s: the site already starts with int3 or jmp (kprobe or another patcher)", f->obj, kf->old_name);
@@ -462,6 +504,7 @@ int hotfix_jmp_apply(struct klp_patch *patch)
 	if (!patch || !patch->mod || !patch->objs)
 		return -EINVAL;
 	mutex_lock(&core_lock);
+	last.seq++;
 	strscpy(last.name, patch->mod->name, sizeof(last.name));
 	last.op = "apply";
 	last.rc = 0;
@@ -498,7 +541,8 @@ int hotfix_jmp_apply(struct klp_patch *patch)
 	p->mod = patch->mod;
 	klp_for_each_object_static(patch, obj)
 		klp_for_each_func_static(obj, kf) {
-			rc = hfx_prepare_func(&p->funcs[p->nfuncs], obj, kf);
+			rc = hfx_prepare_func(patch->mod->name,
+					      &p->funcs[p->nfuncs], obj, kf);
 			if (rc)
 				goto free;
 			p->nfuncs++;
@@ -523,6 +567,8 @@ free:
 	kfree(p);
 out:
 	last.rc = rc;
+	expect_for[0] = '\0';		/* staged bytes serve one attempt */
+	nexpects = 0;
 	mutex_unlock(&core_lock);
 	return rc;
 }
@@ -534,6 +580,7 @@ static int hfx_revert(const char *name)
 	int rc;
 
 	mutex_lock(&core_lock);
+	last.seq++;
 	strscpy(last.name, name, sizeof(last.name));
 	last.op = "revert";
 	last.window_ns = last.stop_ns = 0;
@@ -574,13 +621,14 @@ static int hfx_show(struct seq_file *m, void *v)
 		for (i = 0; i < p->nfuncs; i++) {
 			struct hfx_func *f = &p->funcs[i];
 
-			seq_printf(m, "func %s %s %s %lu 0x%lx 0x%lx 0x%lx\n",
+			seq_printf(m, "func %s %s %s %lu 0x%lx 0x%lx 0x%lx %s\n",
 				   p->mod->name, f->obj, f->name, f->sympos,
-				   f->old_addr, f->site, f->new_addr);
+				   f->old_addr, f->site, f->new_addr,
+				   f->expected ? "expected" : "unchecked");
 		}
 	}
 	if (last.op)
-		seq_printf(m, "last %s %s %d %llu %llu %d %s %s\n", last.name,
+		seq_printf(m, "last %lu %s %s %d %llu %llu %d %s %s\n", last.seq, last.name,
 			   last.op, last.rc, last.window_ns, last.stop_ns, last.pid,
 			   last.comm[0] ? last.comm : "-", last.what);
 	mutex_unlock(&core_lock);
@@ -592,21 +640,52 @@ static int hfx_open(struct inode *inode, struct file *file)
 	return single_open(file, hfx_show, NULL);
 }
 
+/* "revert NAME", or "expect NAME [OBJ FUNC SYMPOS HEX]" (stage one
+ * expectation for the next apply of NAME; without the rest: clear them). */
 static ssize_t hfx_write(struct file *file, const char __user *ubuf,
 			 size_t len, loff_t *ppos)
 {
-	char buf[MODULE_NAME_LEN + 16];
-	int rc;
+	static char buf[512];		/* under core_lock */
+	char name[MODULE_NAME_LEN];
+	struct hfx_expect e = {};
+	int rc, n;
 
 	if (len == 0 || len >= sizeof(buf))
 		return -EINVAL;
+	mutex_lock(&core_lock);
+	rc = -EFAULT;
 	if (copy_from_user(buf, ubuf, len))
-		return -EFAULT;
+		goto out;
 	buf[len] = '\0';
-	if (strncmp(buf, "revert ", 7))
-		return -EINVAL;
-	rc = hfx_revert(strim(buf + 7));
-	return rc ? rc : len;
+	rc = -EINVAL;
+	if (!strncmp(buf, "revert ", 7)) {
+		strscpy(name, strim(buf + 7), sizeof(name));
+		mutex_unlock(&core_lock);
+		rc = hfx_revert(name);
+		return rc ? rc : len;
+	}
+	if (strncmp(buf, "expect ", 7))
+		goto out;
+	n = sscanf(buf + 7, "%55s %55s %127s %lu %10s", name, e.obj, e.func,
+		   &e.sympos, e.hex);
+	if (n != 1 && (n != 5 || strlen(e.hex) != 2 * JMP32_INSN_SIZE))
+		goto out;
+	if (strcmp(expect_for, name)) {		/* another patch: start over */
+		strscpy(expect_for, name, sizeof(expect_for));
+		nexpects = 0;
+	}
+	if (n == 1) {
+		nexpects = 0;
+	} else {
+		rc = -ENOSPC;
+		if (nexpects == ARRAY_SIZE(expects))
+			goto out;
+		expects[nexpects++] = e;
+	}
+	rc = len;
+out:
+	mutex_unlock(&core_lock);
+	return rc;
 }
 
 static const struct proc_ops hfx_ops = {
