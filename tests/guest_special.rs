@@ -10,7 +10,10 @@
 //!   switches the patched code on, off and on again;
 //! - `x2apic-user.patch` (`__ex_table`, `.altinstructions`): the patched
 //!   function accepts its new input, and a write from an unmapped user
-//!   address still fails with EFAULT instead of an oops.
+//!   address still fails with EFAULT instead of an oops;
+//! - `multi-scale.patch` (`testkernels/kmod/multi`): a static function whose
+//!   name is also used in the module's other object is replaced by its
+//!   module-wide position.
 
 #![allow(
     clippy::panic,
@@ -32,11 +35,15 @@ use x2apic::{M, rdmsr};
 const HEADERS: &str = "/usr/src/linux-headers-6.1.0-47-cloud-amd64";
 
 fn build(out: &std::path::Path, fix: &str, name: &str) -> PathBuf {
+    build_in(out, "x2apic", fix, name)
+}
+
+fn build_in(out: &std::path::Path, module: &str, fix: &str, name: &str) -> PathBuf {
     let kmod = testhost::root().join("testkernels/kmod");
     let ko = out.join(format!("{name}.ko"));
     let o = Command::new(env!("CARGO_BIN_EXE_hotfix"))
         .args(["build", "--kernel", "--module-src"])
-        .arg(kmod.join("x2apic"))
+        .arg(kmod.join(module))
         .arg("--diff")
         .arg(kmod.join("fixes").join(fix))
         .args(["--headers", HEADERS])
@@ -67,6 +74,7 @@ fn special_sections_work_in_guest() {
     let warn = build(&out, "x2apic-warn.patch", "lp_warn");
     let trace = build(&out, "x2apic-trace.patch", "lp_trace");
     let user = build(&out, "x2apic-user.patch", "lp_user");
+    let multi = build_in(&out, "multi", "multi-scale.patch", "lp_multi");
     let badwrite = out.join("badwrite");
     let st = Command::new("cc")
         .args(["-static", "-O2", "-o"])
@@ -81,6 +89,7 @@ fn special_sections_work_in_guest() {
             (warn, "/root/lp_warn.ko"),
             (trace, "/root/lp_trace.ko"),
             (user, "/root/lp_user.ko"),
+            (multi, "/root/lp_multi.ko"),
             (badwrite, "/bin/badwrite"),
         ],
     );
@@ -152,6 +161,17 @@ fn special_sections_work_in_guest() {
     assert_eq!(g.ok("cat /proc/hfx_x2apic_trace").trim(), "0");
     g.ok("hotfix revert lp_user --kernel");
     assert_ne!(g.run("echo y > /proc/hfx_x2apic_trace").rc, 0);
+
+    // Two objects of one module both define a static scale(): the patch
+    // names the second one by its position in the whole module (,2), so
+    // livepatch replaces exactly that one.
+    g.ok(&format!("insmod {M}/hfx_multi.ko"));
+    assert_eq!(g.ok("cat /proc/hfx_multi").trim(), "a 21 b 32");
+    let o = g.ok("hotfix apply /root/lp_multi.ko --kernel");
+    assert!(o.contains("hfx_multi: scale,2"), "{o}");
+    assert_eq!(g.ok("cat /proc/hfx_multi").trim(), "a 21 b 42");
+    g.ok("hotfix revert lp_multi --kernel");
+    assert_eq!(g.ok("cat /proc/hfx_multi").trim(), "a 21 b 32");
 
     assert_eq!(
         g.ok("hotfix list --kernel").trim(),

@@ -420,3 +420,23 @@ fn vmlinux_object_that_is_not_the_running_kernels_is_refused() {
     assert!(!ko.exists());
     assert!(!ksrc.join("applied.patch").exists());
 }
+
+#[test]
+fn same_named_static_in_a_multi_object_module_gets_its_module_position() {
+    if headers().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ko = dir.path().join("lp_multi.ko");
+    let o = build_from(
+        &root().join("testkernels/kmod/multi"),
+        "multi-scale.patch",
+        &ko,
+        &[],
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    // multi_a.o's scale() comes first in hfx_multi.ko's symbol table, the
+    // patched multi_b.o's second: kallsyms position 2 (unique in its object).
+    assert!(t.contains("replaces hfx_multi: scale,2"), "{t}");
+}

@@ -216,3 +216,98 @@ pub fn build_pair(
     }
     Ok(pairs)
 }
+
+/// A linked module's symbols in symbol-table order, as kallsyms lists them
+/// once the module is loaded (`is_core_symbol`: named, defined in an
+/// allocated section that is not `.init.*`), each with the source file of
+/// the object it came from (the preceding `STT_FILE`).
+///
+/// livepatch's `old_sympos` and the `,N` of `.klp.sym.<module>.<name>,N`
+/// count same-named symbols over the *whole module*, in this order: in a
+/// module of several objects, a static `scale` of the second object is
+/// position 2 even though it is unique in its own object.
+#[derive(Debug, Clone, Default)]
+pub struct ModuleSymbols {
+    syms: Vec<(String, Option<String>)>,
+}
+
+impl ModuleSymbols {
+    /// Reads the symbol table of the module file `ko`.
+    pub fn read(ko: &Path) -> Result<ModuleSymbols, Error> {
+        use object::{Object, ObjectSection, ObjectSymbol, SectionFlags, SymbolKind};
+        let data = std::fs::read(ko).map_err(io(ko))?;
+        let file = object::File::parse(data.as_slice()).map_err(|e| Error::Parse {
+            file: ko.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut syms = Vec::new();
+        let mut current: Option<String> = None;
+        for s in file.symbols() {
+            let name = s.name().unwrap_or("");
+            if s.kind() == SymbolKind::File {
+                current = Some(name.to_owned());
+                continue;
+            }
+            if name.is_empty() || s.kind() == SymbolKind::Section {
+                continue;
+            }
+            let Some(idx) = s.section_index() else {
+                continue;
+            };
+            let Ok(sec) = file.section_by_index(idx) else {
+                continue;
+            };
+            let alloc =
+                matches!(sec.flags(), SectionFlags::Elf { sh_flags, .. } if sh_flags.0 & 2 != 0);
+            if !alloc || sec.name().is_ok_and(|n| n.starts_with(".init")) {
+                continue;
+            }
+            syms.push((name.to_owned(), current.clone()));
+        }
+        Ok(ModuleSymbols { syms })
+    }
+
+    /// Position of `name` from the object built from `file` among the
+    /// module's symbols of that name (1-based), 0 when the name is unique
+    /// in the module, `None` when the module has no such symbol.
+    /// `in_object` is the symbol's position within its own object (0 when
+    /// unique there).
+    pub fn sympos(&self, file: Option<&str>, name: &str, in_object: u32) -> Option<u32> {
+        let same: Vec<&Option<String>> = self
+            .syms
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, f)| f)
+            .collect();
+        match same.len() {
+            0 => None,
+            1 => Some(0),
+            _ => same
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.as_deref() == file)
+                .nth(in_object.saturating_sub(1) as usize)
+                .and_then(|(p, _)| u32::try_from(p + 1).ok()),
+        }
+    }
+}
+
+/// The linked `<module>.ko` of a kbuild tree (module names use `_` where
+/// file names may use `-`).
+pub fn find_module(dir: &Path, module: &str) -> Option<PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "ko")
+                && p.file_stem()
+                    .is_some_and(|s| s.to_string_lossy().replace('-', "_") == module)
+            {
+                return Some(p);
+            }
+        }
+    }
+    None
+}

@@ -323,6 +323,13 @@ fn build_in(
         // Special sections of the included functions: carried (see
         // [`special`]); refusals name the function and the entry.
         let klp_start = klp_syms.len();
+        // The original linked module: symbol positions as kallsyms counts.
+        let modsyms = match &running {
+            Some(_) => None,
+            None => kbuild::find_module(&work.join("orig"), &pair.module)
+                .map(|ko| kbuild::ModuleSymbols::read(&ko))
+                .transpose()?,
+        };
         let ctx = special::RefContext {
             object: &pair.module,
             exports: &special_exports,
@@ -341,8 +348,6 @@ fn build_in(
             *carried_special.entry(sec).or_insert(0) += n;
         }
         dropped_special.extend(carried.dropped.into_iter().map(|(s, f, _)| (s, f)));
-        let mut renames = BTreeMap::new();
-        for f in &report.meta.funcs {
         // livepatch attaches to each replaced function's ftrace site.
         let replaced: Vec<&str> = report.meta.funcs.iter().map(|f| f.name.as_str()).collect();
         let untraced = special::untraceable(&o_obj, &replaced);
@@ -350,13 +355,18 @@ fn build_in(
             refusals.extend(untraced);
             continue;
         }
+        let mut renames = BTreeMap::new();
+        for f in &report.meta.funcs {
             let new_symbol = format!("__hotfix_new_{}", funcs.len());
             renames.insert(f.new_symbol.clone(), new_symbol.clone());
             // vmlinux: the compiled function must be the running one; its
             // position comes from the running kernel's symbols.
             let sympos = match &running {
                 Some(v) => v.check_function(&o_obj, &f.name)?,
-                None => f.sympos,
+                None => modsyms
+                    .as_ref()
+                    .and_then(|m| m.sympos(o_obj.source_file.as_deref(), &f.name, f.sympos))
+                    .unwrap_or(f.sympos),
             };
             expect.push((
                 pair.module.clone(),
@@ -388,6 +398,15 @@ fn build_in(
         if let Some(v) = &running {
             for k in klp_syms.iter_mut().skip(klp_start) {
                 k.sympos = v.ref_pos(&o_obj, &k.name)?;
+            }
+        } else if let Some(m) = &modsyms {
+            // Positions over the whole module, as kallsyms counts them.
+            for k in klp_syms.iter_mut().skip(klp_start) {
+                if k.object == pair.module
+                    && let Some(pos) = m.sympos(o_obj.source_file.as_deref(), &k.name, k.sympos)
+                {
+                    k.sympos = pos;
+                }
             }
         }
         new_funcs.extend(report.new_funcs.iter().cloned());
