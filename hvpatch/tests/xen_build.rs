@@ -13,89 +13,13 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
+mod xenhost;
+
 use hvpatch::xen::payload::Payload;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Instant;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn capability(what: &str, ok: bool) -> Option<()> {
-    if ok {
-        return Some(());
-    }
-    assert!(
-        !std::env::var("CI").is_ok_and(|v| v == "true"),
-        "CI=true but {what}"
-    );
-    eprintln!("SKIP: {what}");
-    None
-}
-
-fn which(bin: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// `scripts/xenhost paths` (builds or reuses the hypervisor and Dom0).
-fn xenhost_paths() -> Option<HashMap<String, String>> {
-    capability(
-        "qemu-system-x86_64 is not installed (run scripts/setup)",
-        which("qemu-system-x86_64"),
-    )?;
-    let out = Command::new(root().join("scripts/xenhost"))
-        .arg("paths")
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    capability(
-        "scripts/xenhost could not build the test hypervisor (see above)",
-        out.status.success(),
-    )?;
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
-}
-
-fn run(cmd: &mut Command) {
-    let st = cmd.status().unwrap();
-    assert!(st.success(), "{cmd:?} failed: {st}");
-}
-
-/// The static `hotfix` shared with scripts/testhost and xen_livepatch.rs
-/// (it runs on the build machine and in the Dom0).
-fn static_hotfix() -> PathBuf {
-    let target = root().join("target/testhost/cargo");
-    run(Command::new(env!("CARGO"))
-        .current_dir(root())
-        .env_remove("RUSTC_WRAPPER")
-        .env("CARGO_TARGET_DIR", &target)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--quiet",
-            "--profile",
-            "dev",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-            "-p",
-            "hotfix",
-        ]));
-    target.join("x86_64-unknown-linux-gnu/debug/hotfix")
-}
+use xenhost::{forge_other_buildid, root, static_hotfix, xenhost_paths};
 
 fn fix(name: &str) -> PathBuf {
     root().join("testkernels/xen/fixes").join(name)
@@ -186,118 +110,6 @@ fn describe(path: &Path) -> String {
     s
 }
 
-/// Copies `src` with its `.livepatch.xen_depends` build-id inverted.
-fn forge_other_buildid(src: &Path, dst: &Path, dir: &Path) {
-    let note = dir.join("xen_depends.bin");
-    run(Command::new("objcopy")
-        .args(["-O", "binary", "--only-section=.livepatch.xen_depends"])
-        .arg(src)
-        .arg(&note));
-    let mut bytes = std::fs::read(&note).unwrap();
-    for b in &mut bytes[16..] {
-        *b ^= 0xff;
-    }
-    std::fs::write(&note, &bytes).unwrap();
-    run(Command::new("objcopy")
-        .arg(format!(
-            "--update-section=.livepatch.xen_depends={}",
-            note.display()
-        ))
-        .arg(src)
-        .arg(dst));
-}
-
-struct Host(Child);
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::SIGKILL,
-            );
-        }
-        let _ = self.0.wait();
-    }
-}
-
-struct Transcript {
-    log: String,
-}
-
-impl Transcript {
-    fn step(&self, name: &str) -> (i32, String) {
-        let begin = format!("@@STEP {name}\n");
-        let start = self
-            .log
-            .find(&begin)
-            .unwrap_or_else(|| panic!("step {name} missing:\n{}", self.log));
-        let rc_tag = format!("@@RC {name} ");
-        let mut out = String::new();
-        for line in self.log[start + begin.len()..].lines() {
-            if let Some(v) = line.strip_prefix(&rc_tag) {
-                return (v.trim().parse().unwrap(), out);
-            }
-            if let Some(o) = line.strip_prefix("@@OUT ") {
-                out.push_str(o);
-                out.push('\n');
-            }
-        }
-        panic!("step {name} has no exit status:\n{}", self.log)
-    }
-
-    fn expect(&self, name: &str, status: i32) -> String {
-        let (rc, out) = self.step(name);
-        assert_eq!(
-            rc, status,
-            "step {name}: exit status {rc}, expected {status}:\n{out}"
-        );
-        out
-    }
-
-    fn json(&self, name: &str) -> serde_json::Value {
-        let out = self.expect(name, 0);
-        let (a, b) = (out.find('{').unwrap(), out.rfind('}').unwrap());
-        serde_json::from_str(&out[a..=b]).unwrap_or_else(|e| panic!("{name}: {e}:\n{out}"))
-    }
-
-    fn extra(&self, label: &str) -> String {
-        let tag = format!("@@EXTRA {label} ");
-        self.log
-            .lines()
-            .find_map(|l| l.strip_prefix(&tag))
-            .unwrap_or_else(|| panic!("no extra-version reading {label}"))
-            .trim()
-            .to_string()
-    }
-
-    fn names(&self, step: &str) -> Vec<(String, String)> {
-        self.json(step)["payloads"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["name"].as_str().unwrap().to_string(),
-                    p["state"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
-    }
-
-    /// Xen's console timestamp (s, `console_timestamps=boot`) of the last
-    /// line containing `needle`.
-    fn xen_time_last(&self, needle: &str) -> f64 {
-        self.log
-            .lines()
-            .rev()
-            .filter(|l| l.starts_with("(XEN) [") && l.contains(needle))
-            .find_map(|l| l[7..].split(']').next()?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no Xen console line with {needle:?}"))
-    }
-}
-
-/// Refusals on the build machine: a data change (1), a change to `__init`
 /// code (1), a fix without functional change (5), missing arguments (2).
 #[test]
 fn xen_build_refusals() {
@@ -475,45 +287,17 @@ fn xen_payloads_built_from_fixes_apply_live() {
     );
 
     // Boot the test host with the payloads.
-    let image = dir.path().join("dom0.cpio.gz");
-    run(Command::new(root().join("scripts/xenhost"))
-        .arg("image")
-        .arg("-o")
-        .arg(&image)
-        .arg("-r")
-        .arg(root().join("testkernels/xen/rc-build"))
-        .arg("-f")
-        .arg(format!("{}:/bin/hotfix", hotfix.display()))
-        .arg("-f")
-        .arg(format!("{}:/payloads", pl.display())));
-    let log_path = dir.path().join("console.log");
-    let t0 = Instant::now();
-    let mut host = Host(
-        std::os::unix::process::CommandExt::process_group(
-            Command::new(root().join("scripts/xenhost"))
-                .arg("boot")
-                .arg(&image)
-                .arg(&log_path),
-            0,
-        )
-        .env("XENHOST_TIMEOUT", "600")
-        .spawn()
-        .unwrap(),
-    );
-    let status = host.0.wait().unwrap();
-    let cycle = t0.elapsed();
-    let log =
-        String::from_utf8_lossy(&std::fs::read(&log_path).unwrap_or_default()).replace('\r', "");
-    let _ = std::fs::write(root().join("target/xen-build-console.log"), &log);
-    assert!(
-        status.success() && log.contains("@@DONE"),
-        "test host failed ({status}); console:\n{log}"
+    let (t, cycle) = xenhost::boot(
+        dir.path(),
+        "rc-build",
+        &hotfix,
+        &pl,
+        "xen-build-console.log",
     );
     eprintln!(
         "test host cycle (boot, 16 steps, poweroff): {:.1} s",
         cycle.as_secs_f64()
     );
-    let t = Transcript { log };
     assert!(
         t.log.contains(&format!("@@BUILDID {xen_id}")),
         "build-id differs"

@@ -14,199 +14,13 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test harness")]
 
+mod xenhost;
+
 use hvpatch::xen::abi;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Instant;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Skips (returns `None`) with a message when not in CI; fails in CI.
-fn capability(what: &str, ok: bool) -> Option<()> {
-    if ok {
-        return Some(());
-    }
-    assert!(!ci(), "CI=true but {what}");
-    eprintln!("SKIP: {what}");
-    None
-}
-
-/// `scripts/xenhost paths`: builds (or reuses) the hypervisor, its test
-/// payloads and the Dom0 kernel.
-fn xenhost_paths() -> Option<HashMap<String, String>> {
-    capability(
-        "qemu-system-x86_64 is not installed (run scripts/setup)",
-        which("qemu-system-x86_64"),
-    )?;
-    let out = Command::new(root().join("scripts/xenhost"))
-        .arg("paths")
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    capability(
-        "scripts/xenhost could not build the test hypervisor (see above)",
-        out.status.success(),
-    )?;
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
-}
-
-fn which(bin: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn run(cmd: &mut Command) {
-    let st = cmd.status().unwrap();
-    assert!(st.success(), "{cmd:?} failed: {st}");
-}
-
-/// A statically linked `hotfix` for the Dom0 initramfs. Built exactly as
-/// scripts/testhost builds the kernel test hosts' one (same target directory,
-/// dev profile, flags), so the two test tiers share a single build in CI.
-fn static_hotfix() -> PathBuf {
-    let target = root().join("target/testhost/cargo");
-    run(Command::new(env!("CARGO"))
-        .current_dir(root())
-        .env_remove("RUSTC_WRAPPER")
-        .env("CARGO_TARGET_DIR", &target)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--quiet",
-            "--profile",
-            "dev",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-            "-p",
-            "hotfix",
-        ]));
-    target.join("x86_64-unknown-linux-gnu/debug/hotfix")
-}
-
-/// The console transcript of one test host run.
-struct Transcript {
-    log: String,
-}
-
-impl Transcript {
-    fn step(&self, name: &str) -> (i32, String) {
-        let begin = format!("@@STEP {name}\n");
-        let start = self
-            .log
-            .find(&begin)
-            .unwrap_or_else(|| panic!("step {name} missing:\n{}", self.log));
-        let rest = &self.log[start + begin.len()..];
-        let rc_tag = format!("@@RC {name} ");
-        let mut out = String::new();
-        for line in rest.lines() {
-            if let Some(v) = line.strip_prefix(&rc_tag) {
-                return (v.trim().parse().unwrap(), out);
-            }
-            if let Some(o) = line.strip_prefix("@@OUT ") {
-                out.push_str(o);
-                out.push('\n');
-            }
-        }
-        panic!("step {name} has no exit status:\n{}", self.log)
-    }
-
-    fn expect(&self, name: &str, status: i32) -> String {
-        let (rc, out) = self.step(name);
-        assert_eq!(
-            rc, status,
-            "step {name}: exit status {rc}, expected {status}; output:\n{out}"
-        );
-        out
-    }
-
-    fn json(&self, name: &str) -> serde_json::Value {
-        let out = self.expect(name, 0);
-        let start = out
-            .find('{')
-            .unwrap_or_else(|| panic!("step {name}: no JSON in:\n{out}"));
-        let end = out.rfind('}').unwrap();
-        serde_json::from_str(&out[start..=end])
-            .unwrap_or_else(|e| panic!("step {name}: {e}:\n{out}"))
-    }
-
-    /// The hypervisor's own console timestamp (s, `console_timestamps=boot`)
-    /// of the first line containing `needle`.
-    fn xen_time(&self, needle: &str) -> f64 {
-        self.log
-            .lines()
-            .filter(|l| l.starts_with("(XEN) [") && l.contains(needle))
-            .find_map(|l| l[7..].split(']').next()?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no Xen console line with {needle:?}"))
-    }
-
-    fn extra(&self, label: &str) -> String {
-        let tag = format!("@@EXTRA {label} ");
-        self.log
-            .lines()
-            .find_map(|l| l.strip_prefix(&tag))
-            .unwrap_or_else(|| panic!("no extra-version reading {label}"))
-            .trim()
-            .to_string()
-    }
-}
-
-/// The test host's QEMU (via scripts/xenhost boot), in its own process
-/// group, killed with it on drop.
-struct Host(Child);
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::SIGKILL,
-            );
-        }
-        let _ = self.0.wait();
-    }
-}
-
-/// Copies `src` to `dst` with its `.livepatch.xen_depends` note's build-id
-/// inverted: a payload for another hypervisor.
-fn forge_other_buildid(src: &Path, dst: &Path, dir: &Path) {
-    let note = dir.join("xen_depends.bin");
-    run(Command::new("objcopy")
-        .args(["-O", "binary", "--only-section=.livepatch.xen_depends"])
-        .arg(src)
-        .arg(&note));
-    let mut bytes = std::fs::read(&note).unwrap();
-    assert!(bytes.len() > 16, "xen_depends note too short");
-    for b in &mut bytes[16..] {
-        *b ^= 0xff;
-    }
-    std::fs::write(&note, &bytes).unwrap();
-    run(Command::new("objcopy")
-        .arg(format!(
-            "--update-section=.livepatch.xen_depends={}",
-            note.display()
-        ))
-        .arg(src)
-        .arg(dst));
-}
+use std::process::Command;
+use xenhost::{forge_other_buildid, run, static_hotfix, xenhost_paths};
 
 #[test]
 fn xen_payload_life_cycle_through_hotfix() {
@@ -232,47 +46,17 @@ fn xen_payload_life_cycle_through_hotfix() {
         &payloads.join("xen_other_buildid.livepatch"),
         dir.path(),
     );
-    let image = dir.path().join("dom0.cpio.gz");
-    run(Command::new(root().join("scripts/xenhost"))
-        .arg("image")
-        .arg("-o")
-        .arg(&image)
-        .arg("-r")
-        .arg(root().join("testkernels/xen/rc-livepatch"))
-        .arg("-f")
-        .arg(format!("{}:/bin/hotfix", hotfix.display()))
-        .arg("-f")
-        .arg(format!("{}:/payloads", payloads.display())));
-
-    let log_path = dir.path().join("console.log");
-    let t0 = Instant::now();
-    let mut host = Host(
-        std::os::unix::process::CommandExt::process_group(
-            Command::new(root().join("scripts/xenhost"))
-                .arg("boot")
-                .arg(&image)
-                .arg(&log_path),
-            0,
-        )
-        .env("XENHOST_TIMEOUT", "600")
-        .spawn()
-        .unwrap(),
-    );
-    let status = host.0.wait().unwrap();
-    let cycle = t0.elapsed();
-    let log =
-        String::from_utf8_lossy(&std::fs::read(&log_path).unwrap_or_default()).replace('\r', "");
-    // Kept for inspection after a run.
-    let _ = std::fs::write(root().join("target/xen-livepatch-console.log"), &log);
-    assert!(
-        status.success() && log.contains("@@DONE"),
-        "test host failed ({status}); console:\n{log}"
+    let (t, cycle) = xenhost::boot(
+        dir.path(),
+        "rc-livepatch",
+        &hotfix,
+        &payloads,
+        "xen-livepatch-console.log",
     );
     eprintln!(
         "test host cycle (boot, 25 steps, poweroff): {:.1} s",
         cycle.as_secs_f64()
     );
-    let t = Transcript { log };
 
     // The running hypervisor is the one the payloads were built against.
     assert!(
