@@ -14,7 +14,6 @@
 #[path = "support/testhost.rs"]
 mod testhost;
 
-use std::process::Command;
 use testhost::Guest;
 
 #[path = "support/x2apic.rs"]
@@ -37,22 +36,12 @@ fn generated_klp_module_fixes_and_reverts_in_guest() {
     let kmod = testhost::root().join("testkernels/kmod");
     let build = |name: &str, extra: &[&str]| {
         let ko = out.join(format!("{name}.ko"));
-        let o = Command::new(env!("CARGO_BIN_EXE_hotfix"))
-            .args(["build", "--kernel", "--module-src"])
-            .arg(kmod.join("x2apic"))
-            .arg("--diff")
-            .arg(kmod.join("fixes/x2apic-range.patch"))
-            .args(["--headers", "/usr/src/linux-headers-6.1.0-47-cloud-amd64"])
-            .args(extra)
-            .arg("-o")
-            .arg(&ko)
-            .output()
-            .unwrap_or_else(|e| panic!("hotfix build: {e}"));
-        assert!(
-            o.status.success(),
-            "hotfix build --kernel failed: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
+        testhost::build_patch(
+            "--module-src",
+            &kmod.join("x2apic"),
+            &kmod.join("fixes/x2apic-range.patch"),
+            extra,
+            &ko,
         );
         ko
     };

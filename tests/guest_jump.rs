@@ -26,7 +26,6 @@
 #[path = "support/testhost.rs"]
 mod testhost;
 
-use std::process::Command;
 use std::time::Duration;
 use testhost::Guest;
 
@@ -40,21 +39,12 @@ fn generated_module() -> std::path::PathBuf {
     std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
     let kmod = testhost::root().join("testkernels/kmod");
     let ko = out.join("lp_range_jump.ko");
-    let o = Command::new(env!("CARGO_BIN_EXE_hotfix"))
-        .args(["build", "--kernel", "--module-src"])
-        .arg(kmod.join("x2apic"))
-        .arg("--diff")
-        .arg(kmod.join("fixes/x2apic-range.patch"))
-        .args(["--headers", "/usr/src/linux-headers-6.1.0-47-cloud-amd64"])
-        .args(["--id", "lp_range_jump", "-o"])
-        .arg(&ko)
-        .output()
-        .unwrap_or_else(|e| panic!("hotfix build: {e}"));
-    assert!(
-        o.status.success(),
-        "hotfix build --kernel failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    testhost::build_patch(
+        "--module-src",
+        &kmod.join("x2apic"),
+        &kmod.join("fixes/x2apic-range.patch"),
+        &["--id", "lp_range_jump"],
+        &ko,
     );
     ko
 }

@@ -32,8 +32,6 @@ use testhost::Guest;
 mod x2apic;
 use x2apic::{M, rdmsr};
 
-const HEADERS: &str = "/usr/src/linux-headers-6.1.0-47-cloud-amd64";
-
 fn build(out: &std::path::Path, fix: &str, name: &str) -> PathBuf {
     build_in(out, "x2apic", fix, name)
 }
@@ -41,21 +39,12 @@ fn build(out: &std::path::Path, fix: &str, name: &str) -> PathBuf {
 fn build_in(out: &std::path::Path, module: &str, fix: &str, name: &str) -> PathBuf {
     let kmod = testhost::root().join("testkernels/kmod");
     let ko = out.join(format!("{name}.ko"));
-    let o = Command::new(env!("CARGO_BIN_EXE_hotfix"))
-        .args(["build", "--kernel", "--module-src"])
-        .arg(kmod.join(module))
-        .arg("--diff")
-        .arg(kmod.join("fixes").join(fix))
-        .args(["--headers", HEADERS])
-        .arg("-o")
-        .arg(&ko)
-        .output()
-        .unwrap_or_else(|e| panic!("hotfix build: {e}"));
-    assert!(
-        o.status.success(),
-        "hotfix build --kernel {fix} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    testhost::build_patch(
+        "--module-src",
+        &kmod.join(module),
+        &kmod.join("fixes").join(fix),
+        &[],
+        &ko,
     );
     ko
 }

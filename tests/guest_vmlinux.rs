@@ -33,21 +33,12 @@ fn vmlinux_function_patched_from_debian_source_in_guest() {
     let out = testhost::root().join("target/testhost/vmlinux");
     std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
     let ko = out.join("lp_vcmdline.ko");
-    let o = Command::new(env!("CARGO_BIN_EXE_hotfix"))
-        .args(["build", "--kernel", "--kernel-src"])
-        .arg(&ksrc)
-        .arg("--diff")
-        .arg(testhost::root().join("testkernels/kmod/fixes/vmlinux-cmdline.patch"))
-        .args(["--headers", "/usr/src/linux-headers-6.1.0-47-cloud-amd64"])
-        .arg("-o")
-        .arg(&ko)
-        .output()
-        .unwrap_or_else(|e| panic!("hotfix build: {e}"));
-    assert!(
-        o.status.success(),
-        "hotfix build --kernel --kernel-src failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    testhost::build_patch(
+        "--kernel-src",
+        &ksrc,
+        &testhost::root().join("testkernels/kmod/fixes/vmlinux-cmdline.patch"),
+        &[],
+        &ko,
     );
     let img = testhost::image_with("guest-vmlinux", &[(ko, "/root/lp_vcmdline.ko")]);
     let mut g = Guest::boot_image(&img);

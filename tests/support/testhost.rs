@@ -24,6 +24,34 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// Headers of the pinned kernel ABI (installed by scripts/setup).
+pub const HEADERS: &str = "/usr/src/linux-headers-6.1.0-47-cloud-amd64";
+
+/// Runs `hotfix build --kernel SRC_FLAG SRC --diff FIX --headers HEADERS
+/// [EXTRA...] -o KO` on the host (`src_flag`: `--module-src` or
+/// `--kernel-src`); fails the test with hotfix's output unless it succeeds.
+pub fn build_patch(src_flag: &str, src: &Path, fix: &Path, extra: &[&str], ko: &Path) {
+    let o = Command::new(env!("CARGO_BIN_EXE_hotfix"))
+        .args(["build", "--kernel", src_flag])
+        .arg(src)
+        .arg("--diff")
+        .arg(fix)
+        .args(["--headers", HEADERS])
+        .args(extra)
+        .arg("-o")
+        .arg(ko)
+        .output()
+        .unwrap_or_else(|e| panic!("hotfix build: {e}"));
+    assert!(
+        o.status.success(),
+        "hotfix build --kernel {src_flag} {} --diff {} failed: {}{}",
+        src.display(),
+        fix.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// Root of the workspace.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
