@@ -33,7 +33,7 @@
 //! record (`/run/hotfix/kernel/NAME.json`, method `jump`) exists exactly for
 //! the patches the core lists as applied by this driver.
 
-use super::{Options, Record, read_module, running_release};
+use super::{Options, Record, read_for_running, running_release};
 use crate::Error;
 use nix::errno::Errno;
 use nix::kmod::{ModuleInitFlags, finit_module};
@@ -705,16 +705,8 @@ fn busy_error(
 
 /// Applies a livepatch-shaped module with the jump method.
 pub fn apply(path: &Path, opts: &Options) -> Result<JumpApplied, Error> {
-    let info = read_module(path)?;
+    let info = read_for_running(path)?;
     let name = info.name.clone();
-    let running = running_release()?;
-    if info.release() != running {
-        return Err(Error::KernelMismatch {
-            path: path.to_path_buf(),
-            vermagic: info.vermagic.clone(),
-            running,
-        });
-    }
     let op = |op: &'static str, reason: String| Error::KernelOp {
         name: name.clone(),
         op,

@@ -218,10 +218,10 @@ fn drop_record(opts: &Options, name: &str) {
     let _ = std::fs::remove_file(record_path(opts, name));
 }
 
-/// Applies a livepatch module: load it, wait for its transition, record it.
-pub fn apply(path: &Path, opts: &Options) -> Result<Applied, Error> {
+/// Reads the patch module at `path` and checks it was built for the running
+/// kernel (its `vermagic` release), before anything is loaded.
+pub(crate) fn read_for_running(path: &Path) -> Result<ModuleInfo, Error> {
     let info = read_module(path)?;
-    let name = info.name.clone();
     let running = running_release()?;
     if info.release() != running {
         return Err(Error::KernelMismatch {
@@ -230,6 +230,13 @@ pub fn apply(path: &Path, opts: &Options) -> Result<Applied, Error> {
             running,
         });
     }
+    Ok(info)
+}
+
+/// Applies a livepatch module: load it, wait for its transition, record it.
+pub fn apply(path: &Path, opts: &Options) -> Result<Applied, Error> {
+    let info = read_for_running(path)?;
+    let name = info.name.clone();
     let op = |op: &'static str, reason: String| Error::KernelOp {
         name: name.clone(),
         op,
