@@ -45,7 +45,17 @@ fn apply_revert_round(kind: TargetKind, args: &[&str]) {
     assert!(loader::list(t.pid).expect("list").is_empty());
     // The patch mapping is gone.
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", t.pid)).expect("maps");
-    assert!(!maps.contains(&format!("{:x}-", l[0].record.base)));
+    // Compare start addresses as numbers: "40b000-" is also a substring
+    // of "7fa27040b000-".
+    let base = l[0].record.base;
+    let mapped = maps
+        .lines()
+        .filter_map(|m| u64::from_str_radix(m.split('-').next()?, 16).ok())
+        .any(|a| a == base);
+    assert!(
+        !mapped,
+        "patch mapping {base:#x} still mapped after revert:\n{maps}"
+    );
 }
 
 #[test]
