@@ -46,7 +46,7 @@ use super::build::Sizes;
 use super::target::XenSyms;
 use crate::Error;
 use crate::format::{Binding, Meta};
-use crate::read::{ObjectFile, Reloc, Target, shf, sht};
+use crate::read::{ObjectFile, Reloc, Section, Target, shf, sht};
 use object::write::{Object, Relocation, SectionId, Symbol, SymbolId, SymbolSection};
 use object::{
     Architecture, BinaryFormat, Endianness, RelocationFlags, SectionFlags, SectionKind,
@@ -146,6 +146,30 @@ fn kind_of(flags: u64, sh_type: u32) -> SectionKind {
     } else {
         SectionKind::ReadOnlyData
     }
+}
+
+/// A copy of section `s` (name, kind, write/alloc/exec flags, contents or
+/// size) added to `obj`.
+fn copy_section(obj: &mut Object<'static>, s: &Section) -> SectionId {
+    let id = obj.add_section(
+        Vec::new(),
+        s.name.as_bytes().to_vec(),
+        kind_of(s.flags, s.sh_type),
+    );
+    obj.section_mut(id).flags = SectionFlags::Elf {
+        sh_type: elf::SectionType(if s.sh_type == sht::NOBITS {
+            sht::NOBITS
+        } else {
+            sht::PROGBITS
+        }),
+        sh_flags: elf::SectionFlags(out_flags(s.flags)),
+    };
+    if s.sh_type == sht::NOBITS {
+        obj.append_section_bss(id, s.size, s.align.max(1));
+    } else {
+        obj.set_section_data(id, s.data.clone(), s.align.max(1));
+    }
+    id
 }
 
 /// GNU build-id note bytes for `id`.
@@ -264,26 +288,7 @@ impl Writer<'_> {
             let base = self.obj.append_section_data(id, &s.data, s.align.max(1));
             (id, base)
         } else {
-            let id = self.obj.add_section(
-                Vec::new(),
-                s.name.as_bytes().to_vec(),
-                kind_of(s.flags, s.sh_type),
-            );
-            self.obj.section_mut(id).flags = SectionFlags::Elf {
-                sh_type: elf::SectionType(if s.sh_type == sht::NOBITS {
-                    sht::NOBITS
-                } else {
-                    sht::PROGBITS
-                }),
-                sh_flags: elf::SectionFlags(out_flags(s.flags)),
-            };
-            if s.sh_type == sht::NOBITS {
-                self.obj.append_section_bss(id, s.size, s.align.max(1));
-            } else {
-                self.obj
-                    .set_section_data(id, s.data.clone(), s.align.max(1));
-            }
-            (id, 0)
+            (copy_section(&mut self.obj, s), 0)
         };
         self.aux.insert((pi, sec), (id, base));
         self.aux_pending.push((pi, sec, id, base));
@@ -502,24 +507,9 @@ pub fn emit(input: &PayloadInput<'_>, out_name: &str) -> Result<Emitted, Error> 
             if s.flags & shf::ALLOC == 0 {
                 continue;
             }
-            let id = w.obj.add_section(
-                Vec::new(),
-                s.name.as_bytes().to_vec(),
-                kind_of(s.flags, s.sh_type),
-            );
-            w.obj.section_mut(id).flags = SectionFlags::Elf {
-                sh_type: elf::SectionType(if s.sh_type == sht::NOBITS {
-                    sht::NOBITS
-                } else {
-                    sht::PROGBITS
-                }),
-                sh_flags: elf::SectionFlags(out_flags(s.flags)),
-            };
-            if s.sh_type == sht::NOBITS {
-                w.obj.append_section_bss(id, s.size, s.align.max(1));
-            } else {
+            let id = copy_section(&mut w.obj, s);
+            if s.sh_type != sht::NOBITS {
                 hasher.update(&s.data);
-                w.obj.set_section_data(id, s.data.clone(), s.align.max(1));
             }
             w.patch_sections.insert((pi, s.index), id);
         }
