@@ -4,10 +4,13 @@
 //! `SIGKILL` at every step of apply and revert (`HOTFIX_FAULT=<step>`): the
 //! target runs on with the old or the new code and `list` stays truthful.
 
-use std::io::{BufRead, BufReader, Write};
+#[path = "../loader/tests/support/mod.rs"]
+mod support;
+
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::process::{Command, Output};
+use support::{Running, field};
 
 fn hotfix() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hotfix"))
@@ -93,55 +96,6 @@ impl Work {
 const COMPUTE_V2: (&str, &str) = ("return x * 2 + g_one;", "return x * 3 + 7;");
 const STUCK_V2: (&str, &str) = ("__asm__ volatile(\"pause\");", "__asm__ volatile(\"nop\");");
 
-/// A running target, killed on drop.
-struct Running {
-    pid: i32,
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Running {
-    fn start(bin: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start target");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let pid = child.id() as i32;
-        let mut r = Self {
-            pid,
-            child,
-            stdin,
-            stdout,
-        };
-        assert!(r.read().starts_with("ready"));
-        r
-    }
-    fn read(&mut self) -> String {
-        let mut s = String::new();
-        self.stdout.read_line(&mut s).expect("read");
-        s.trim().to_string()
-    }
-    fn cmd(&mut self, c: &str) -> String {
-        writeln!(self.stdin, "{c}").expect("write");
-        self.stdin.flush().expect("flush");
-        let r = self.read();
-        assert!(!r.is_empty(), "target died at {c:?}");
-        r
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run hotfix")
 }
@@ -220,13 +174,6 @@ fn apply_list_revert_json() {
     assert_eq!(t.cmd("call 5"), "11");
     assert!(list(t.pid).is_empty());
     assert_eq!(field(&t.cmd("status"), "bad"), 0);
-}
-
-fn field(line: &str, key: &str) -> i64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1)
 }
 
 #[test]
