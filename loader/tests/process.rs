@@ -58,6 +58,36 @@ fn apply_revert_round(kind: TargetKind, args: &[&str]) {
     );
 }
 
+/// Address ranges (runtime) of functions `names` of `proc`'s main object.
+fn main_functions<const N: usize>(
+    proc: &loader::target::Process,
+    names: [&str; N],
+) -> [(u64, u64); N] {
+    let main = proc
+        .objects
+        .iter()
+        .find(|o| o.is_main)
+        .expect("main object");
+    let syms = main
+        .symbols(std::path::Path::new("/nonexistent"))
+        .expect("symbols");
+    names.map(|name| {
+        syms.symtab
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| (main.bias + s.value, main.bias + s.value + s.size))
+            .expect("function in the main object")
+    })
+}
+
+/// Unwinder modules of every object mapped in `proc`.
+fn modules(proc: &loader::target::Process) -> Vec<loader::check::Module> {
+    proc.objects
+        .iter()
+        .map(loader::check::Module::from_object)
+        .collect()
+}
+
 #[test]
 fn single_thread_pie() {
     apply_revert_round(PIE, &[]);
@@ -279,26 +309,8 @@ fn vdso_spinner_unwinds_completely() {
         .find(|m| m.path == "[vdso]")
         .map(|m| (m.start, m.end))
         .expect("vdso mapped");
-    let main = proc
-        .objects
-        .iter()
-        .find(|o| o.is_main)
-        .expect("main object");
-    let syms = main
-        .symbols(std::path::Path::new("/nonexistent"))
-        .expect("symbols");
-    let spinner = syms
-        .symtab
-        .iter()
-        .find(|s| s.name == "spinner_main")
-        .map(|s| (main.bias + s.value, main.bias + s.value + s.size))
-        .expect("spinner_main");
-    let modules = proc
-        .objects
-        .iter()
-        .map(loader::check::Module::from_object)
-        .collect();
-    let mut u = loader::check::Unwinder::new(t.pid, modules);
+    let [spinner] = main_functions(&proc, ["spinner_main"]);
+    let mut u = loader::check::Unwinder::new(t.pid, modules(&proc));
     let mut in_vdso = 0;
     for _ in 0..50 {
         let f = loader::freeze::freeze(t.pid).expect("freeze");
@@ -531,29 +543,8 @@ fn signal_frame_is_unwound_and_interrupted_function_is_busy() {
     assert_eq!(r, 0);
     assert!(wait_until(5, || field(&t.cmd("tids"), "in_handler") == 1));
     let proc = loader::target::Process::open(t.pid).expect("open");
-    let main = proc
-        .objects
-        .iter()
-        .find(|o| o.is_main)
-        .expect("main object");
-    let syms = main
-        .symbols(std::path::Path::new("/nonexistent"))
-        .expect("symbols");
-    let range = |name: &str| {
-        syms.symtab
-            .iter()
-            .find(|s| s.name == name)
-            .map(|s| (main.bias + s.value, main.bias + s.value + s.size))
-            .expect("symbol")
-    };
-    let victim = range("victim");
-    let handler = range("on_usr1");
-    let modules = proc
-        .objects
-        .iter()
-        .map(loader::check::Module::from_object)
-        .collect();
-    let mut u = loader::check::Unwinder::new(t.pid, modules);
+    let [victim, handler] = main_functions(&proc, ["victim", "on_usr1"]);
+    let mut u = loader::check::Unwinder::new(t.pid, modules(&proc));
     let f = loader::freeze::freeze(t.pid).expect("freeze");
     let th = f
         .threads
@@ -602,25 +593,8 @@ fn unwinds_through_patch_code_with_its_eh_frame() {
     let rec = loader::list(t.pid).expect("list")[0].record.clone();
     let (eh, eh_len) = rec.eh_frame.expect("the patch's .eh_frame is loaded");
     let proc = loader::target::Process::open(t.pid).expect("open");
-    let main = proc
-        .objects
-        .iter()
-        .find(|o| o.is_main)
-        .expect("main object");
-    let syms = main
-        .symbols(std::path::Path::new("/nonexistent"))
-        .expect("symbols");
-    let hm = syms
-        .symtab
-        .iter()
-        .find(|s| s.name == "hammer_main")
-        .map(|s| (main.bias + s.value, main.bias + s.value + s.size))
-        .expect("hammer_main");
-    let mut modules: Vec<loader::check::Module> = proc
-        .objects
-        .iter()
-        .map(loader::check::Module::from_object)
-        .collect();
+    let [hm] = main_functions(&proc, ["hammer_main"]);
+    let mut modules = modules(&proc);
     let bytes = loader::mem::read_vec(t.pid, eh, eh_len as usize).expect("read eh_frame");
     modules.push(loader::check::Module::from_patch(
         "slow", rec.code, eh, bytes,
