@@ -6,3 +6,55 @@ HOTFIX_CACHE="${HOTFIX_CACHE:-$HOME/.cache/hotfix}"
 export KABI HOTFIX_CACHE
 log() { printf '[hotfix] %s\n' "$*" >&2; }
 die() { printf '[hotfix] error: %s\n' "$*" >&2; exit 1; }
+
+# The one place that makes apt know Debian's source packages (for
+# `apt-get source`): if no deb-src entry is configured, adds a deb-src twin of
+# every enabled `deb` entry (deb822 `.sources` files and one-line
+# `sources.list` entries alike) in /etc/apt/sources.list.d/hotfix-src.*, then
+# updates the package lists. Idempotent: a no-op once source indexes exist.
+ensure_deb_src() {
+    local d=/etc/apt/sources.list.d
+    if ! grep -Eqs '^[[:space:]]*Types:.*deb-src|^[[:space:]]*deb-src[[:space:]]' \
+        /etc/apt/sources.list "$d"/*.sources "$d"/*.list; then
+        local f added=0
+        rm -f "$d/hotfix-src.sources.tmp"
+        for f in "$d"/*.sources; do
+            [[ -f "$f" && "$f" != "$d/hotfix-src.sources" ]] || continue
+            grep -Eqs '^Enabled:[[:space:]]*no' "$f" && continue
+            grep -Eq '^Types:.*\bdeb\b' "$f" || continue
+            sed -E 's/^Types:.*$/Types: deb-src/' "$f" >>"$d/hotfix-src.sources.tmp"
+            printf '\n' >>"$d/hotfix-src.sources.tmp"
+            added=1
+        done
+        ((added)) && mv "$d/hotfix-src.sources.tmp" "$d/hotfix-src.sources"
+        if grep -Eqs '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list "$d"/*.list; then
+            cat /etc/apt/sources.list "$d"/*.list 2>/dev/null |
+                sed -nE 's/^[[:space:]]*deb([[:space:]])/deb-src\1/p' >"$d/hotfix-src.list"
+            added=1
+        fi
+        ((added)) || die "apt has no 'deb' entry to derive deb-src entries from (/etc/apt/sources.list, $d/)"
+        log "added deb-src entries ($d/hotfix-src.*)"
+        rm -f /var/lib/apt/lists/*_Sources* 2>/dev/null || true
+    fi
+    if ! compgen -G '/var/lib/apt/lists/*_Sources*' >/dev/null; then
+        log "apt-get update (source package indexes)"
+        apt-get update -qq >/dev/null ||
+            die "apt-get update failed: Debian's archive is not reachable (needed for source packages)"
+        compgen -G '/var/lib/apt/lists/*_Sources*' >/dev/null ||
+            die "apt-get update fetched no source indexes: check the deb-src entries in /etc/apt/sources.list.d/"
+    fi
+}
+
+# apt_source DIR PKG=VERSION: downloads the source package PKG at VERSION
+# into DIR (--download-only), refreshing the package lists once if the
+# version is not known yet; dies naming the package if the archive does not
+# carry it.
+apt_source() {
+    local dir="$1" spec="$2"
+    ensure_deb_src
+    mkdir -p "$dir"
+    (cd "$dir" && apt-get source --download-only -qq "$spec" >/dev/null 2>&1) && return 0
+    apt-get update -qq >/dev/null 2>&1 || true
+    (cd "$dir" && apt-get source --download-only -qq "$spec" >/dev/null) ||
+        die "apt-get source $spec failed: Debian's archive does not carry it (or is not reachable)"
+}
