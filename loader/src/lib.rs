@@ -24,6 +24,7 @@ pub mod link;
 pub mod load;
 pub mod mem;
 pub mod registry;
+pub mod retry;
 pub mod sys;
 pub mod target;
 pub mod trampoline;
