@@ -113,6 +113,23 @@ pub fn stop_one(pid: i32, tid: i32) -> Result<Frozen> {
     Ok(f)
 }
 
+/// Stops one thread of `pid`, the main thread if it can, else the first
+/// other thread that lets itself be stopped (for injected system calls).
+pub fn stop_any(pid: i32) -> Result<Frozen> {
+    let mut last = None;
+    let tids = list_tasks(pid)?;
+    for tid in std::iter::once(pid).chain(tids.into_iter().filter(|t| *t != pid)) {
+        match stop_one(pid, tid) {
+            Ok(f) => return Ok(f),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(Error::Process {
+        pid,
+        reason: "no thread to stop".into(),
+    }))
+}
+
 /// Stops every thread of `pid`.
 pub fn freeze(pid: i32) -> Result<Frozen> {
     let started = Instant::now();

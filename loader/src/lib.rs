@@ -17,18 +17,23 @@
 pub mod check;
 pub mod detour;
 pub mod error;
+pub mod fault;
 pub mod freeze;
+pub mod image;
 pub mod inject;
 pub mod kernel;
 pub mod link;
 pub mod load;
 pub mod mem;
+pub mod ops;
+pub mod plan;
 pub mod registry;
 pub mod retry;
+pub mod switch;
 pub mod sys;
 pub mod target;
 pub mod trampoline;
 
 pub use error::{Error, Result};
-pub use load::{AllOutcome, FuncReport, Options, Patch, Report, apply, apply_all, list, revert};
+pub use ops::{AllOutcome, FuncReport, Options, Patch, Report, apply, apply_all, list, revert};
 pub use registry::{Entry, Record, State};

@@ -32,8 +32,7 @@ const GOT_SYMBOL: &str = "_GLOBAL_OFFSET_TABLE_";
 /// Largest section the loader accepts (bytes).
 const MAX_SECTION: u64 = 256 << 20;
 
-/// Page size of the layout.
-pub const PAGE: u64 = 4096;
+pub use crate::mem::PAGE;
 
 /// A symbol resolved in the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +59,8 @@ pub struct Image {
     pub symbols: HashMap<String, (u64, u64)>,
     /// The relocated `.eh_frame` (address, length), if the patch has one.
     pub eh_frame: Option<(u64, u64)>,
-    /// Offset of the space reserved for detours (`detours` ×
-    /// [`crate::detour::DETOUR_LEN`] bytes, zero-filled, in the code region).
+    /// Offset of the space reserved for detours (`detour_space` bytes,
+    /// zero-filled, in the code region).
     pub detours_off: u64,
 }
 
@@ -77,12 +76,12 @@ fn align(v: u64, a: u64) -> u64 {
 
 /// Links the patch `elf_bytes` (file `path`) at `base`, resolving undefined
 /// symbols with `resolve` (name -> target address or TLS offset), reserving
-/// code space for `detours` detours.
+/// `detour_space` bytes of code space for detours.
 pub fn link(
     path: &Path,
     elf_bytes: &[u8],
     base: u64,
-    detours: u64,
+    detour_space: u64,
     resolve: &dyn Fn(&str) -> Result<Resolved>,
 ) -> Result<Image> {
     let perr = |reason: String| Error::Patch {
@@ -192,7 +191,7 @@ pub fn link(
     off += 16 * undef.len() as u64;
     off = align(off, 16);
     let detours_off = off;
-    off += detours * crate::detour::DETOUR_LEN;
+    off += detour_space;
     for &i in &rodata {
         place(i, &mut off);
     }
