@@ -42,7 +42,10 @@ pub use self::core::{
     ensure_core,
 };
 pub use kallsyms::{KSym, Kallsyms};
-pub use rewrite::{Resolved, core_crc, core_ksyms, expect_lines, klp_sym_names, rewrite_for_jump};
+pub use rewrite::{
+    Resolved, core_crc, core_ksyms, expect_lines, klp_sym_names, retarget_versions,
+    rewrite_for_jump,
+};
 
 use self::core::stage_expect;
 use super::{Options, Record, read_for_running};
