@@ -134,7 +134,7 @@ fn hostile_versions_table_is_an_error() {
 fn truncated_kernel_modules_are_errors() {
     let k = Kallsyms::default();
     let p = Path::new("bad.ko");
-    let mut elf = vec![0u8; 64];
+    let mut elf = [0u8; 64];
     elf[..4].copy_from_slice(b"\x7fELF");
     elf[4] = 2; // ELFCLASS64
     elf[5] = 1; // little-endian
