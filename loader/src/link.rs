@@ -70,6 +70,16 @@ struct Placed {
     off: u64,
 }
 
+/// `v` as 4 little-endian bytes, if it fits (as `i32` or `u32`).
+fn fit32(v: i64, signed: bool) -> Option<Vec<u8>> {
+    let b = if signed {
+        i32::try_from(v).ok()?.to_le_bytes()
+    } else {
+        u32::try_from(v).ok()?.to_le_bytes()
+    };
+    Some(b.to_vec())
+}
+
 fn align(v: u64, a: u64) -> u64 {
     let a = a.max(1);
     v.div_ceil(a) * a
@@ -535,13 +545,8 @@ impl<'a> Linker<'a> {
                 .map(|x| x.to_le_bytes().to_vec())
                 .map_err(|_| rerr(format!("target {target:#x} is more than 2 GiB away")))
         };
-        let fits = |v: i64, signed: bool| -> Result<Vec<u8>> {
-            let b = if signed {
-                i32::try_from(v).map(i32::to_le_bytes).ok()
-            } else {
-                u32::try_from(v).map(u32::to_le_bytes).ok()
-            };
-            b.map(|b| b.to_vec()).ok_or_else(|| {
+        let fits = |v: i64, signed: bool| {
+            fit32(v, signed).ok_or_else(|| {
                 rerr(format!(
                     "value {v:#x} does not fit 32 bits{}",
                     if signed { " signed" } else { "" }
