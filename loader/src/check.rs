@@ -15,6 +15,10 @@
 //! of its stack for an address inside the busy ranges; any hit counts as
 //! busy. A false "busy" only delays the patch; a missed frame could crash
 //! the target, so uncertainty always resolves to busy.
+//!
+//! Also here: the unwind modules of a process and its loaded patches
+//! ([`modules`]) and the symbolized stack that names a busy thread
+//! ([`symbolize`]).
 
 use crate::freeze::Thread;
 use crate::registry::Entry;

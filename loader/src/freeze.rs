@@ -13,7 +13,8 @@
 //! Invariants: [`Frozen`] owns the attachment; dropping it detaches every
 //! thread (resuming it), so any error path resumes the target. Never
 //! `PTRACE_O_EXITKILL`: if hotfix dies, the kernel detaches and the target
-//! runs on.
+//! runs on. This module is the one place that lists `/proc/PID/task`
+//! (for [`freeze`] and [`stop_any`]).
 
 use crate::error::{Error, Result};
 use crate::sys::{self, Regs, Wait};

@@ -1,6 +1,6 @@
 //! `loader`: applies hotfix patch modules to running processes and kernels.
 //!
-//! Model (see `docs/loader.md` and `docs/architecture.md`): a patch is an
+//! Model (see `docs/loader.md`): a patch is an
 //! ELF relocatable object with a `.hotfix.meta` section
 //! ([`patchgen::format`]). Applying it to a process ([`ops`]) follows the
 //! data flow of the modules:
