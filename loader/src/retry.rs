@@ -6,7 +6,8 @@
 //! Model: an attempt either finishes ([`Attempt::Done`]), reports busy with
 //! what blocked it ([`Attempt::Busy`]), or fails (`Err`, returned at once).
 //! Between busy attempts the loop sleeps [`Backoff::first`], doubling up to
-//! [`Backoff::max`], never past the deadline.
+//! [`Backoff::max`], never past the deadline, logging `busy; retrying`
+//! (the guest tests wait for that line).
 //!
 //! Invariants: at least one attempt runs, even with a zero timeout; a busy
 //! attempt at or after the deadline ends the loop with [`Outcome::TimedOut`]
@@ -86,7 +87,9 @@ pub fn until_done<T, B, E>(
                 if left.is_zero() {
                     return Ok(Outcome::TimedOut { busy, attempts });
                 }
-                std::thread::sleep(sleep.min(left));
+                let sleep_now = sleep.min(left);
+                tracing::debug!(attempt = attempts, sleep = ?sleep_now, "busy; retrying");
+                std::thread::sleep(sleep_now);
                 sleep = (sleep * 2).min(backoff.max);
             }
         }
