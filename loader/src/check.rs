@@ -15,9 +15,14 @@
 //! of its stack for an address inside the busy ranges; any hit counts as
 //! busy. A false "busy" only delays the patch; a missed frame could crash
 //! the target, so uncertainty always resolves to busy.
+//!
+//! Also here: the unwind modules of a process and its loaded patches
+//! ([`modules`]) and the symbolized stack that names a busy thread
+//! ([`symbolize`]).
 
 use crate::freeze::Thread;
-use crate::target::{Bytes, Mapping, Object};
+use crate::registry::Entry;
+use crate::target::{Bytes, Mapping, Object, Process, SymbolCache};
 use gimli::{
     BaseAddresses, CfaRule, EhFrame, EhFrameHdr, LittleEndian, Register, RegisterRule,
     UnwindContext, UnwindSection,
@@ -400,4 +405,57 @@ fn stack_limit(maps: &[Mapping], sp: u64) -> u64 {
         .find(|m| sp >= m.start && sp < m.end)
         .map(|m| m.end)
         .unwrap_or(sp)
+}
+/// Unwind modules of `proc`: every mapped object plus the code of the
+/// loaded patches `entries` (their `.eh_frame` read from the target).
+pub fn modules(proc: &Process, entries: &[Entry]) -> Vec<Module> {
+    let mut m: Vec<Module> = proc.objects.iter().map(Module::from_object).collect();
+    for e in entries {
+        let r = &e.record;
+        if let Some((addr, len)) = r.eh_frame
+            && let Ok(bytes) = crate::mem::read_vec(proc.pid, addr, len as usize)
+        {
+            m.push(Module::from_patch(&r.id, r.code, addr, bytes));
+        }
+    }
+    m
+}
+
+/// A busy stack, one symbolized frame a line (`#N pc name+off (object)` or
+/// `(patch ID)`), for the error that names it.
+pub fn symbolize(syms: &mut SymbolCache<'_>, entries: &[Entry], stack: &[u64]) -> String {
+    let mut out = String::new();
+    for (i, &pc) in stack.iter().enumerate() {
+        let what = if let Some(oi) = syms.proc.objects.iter().position(|o| o.contains_text(pc)) {
+            let bias = syms.proc.objects[oi].bias;
+            let path = syms.proc.objects[oi].path.clone();
+            let f = syms.symbols(oi).ok().and_then(|s| {
+                s.containing(pc.wrapping_sub(bias))
+                    .map(|s| (s.name.clone(), pc.wrapping_sub(bias).wrapping_sub(s.value)))
+            });
+            match f {
+                Some((n, off)) => format!("{pc:#x} {n}+{off:#x} ({path})"),
+                None => format!("{pc:#x} ({path})"),
+            }
+        } else if let Some(e) = entries
+            .iter()
+            .find(|e| pc >= e.record.code.0 && pc < e.record.code.1)
+        {
+            let f = e
+                .record
+                .funcs
+                .iter()
+                .map(|f| (f.name.clone(), f.new_addr, f.new_size))
+                .chain(e.record.new_funcs.iter().cloned())
+                .find(|(_, a, s)| pc >= *a && pc < a.saturating_add(*s));
+            match f {
+                Some((n, a, _)) => format!("{pc:#x} {n}+{:#x} (patch {})", pc - a, e.record.id),
+                None => format!("{pc:#x} (patch {})", e.record.id),
+            }
+        } else {
+            format!("{pc:#x}")
+        };
+        out.push_str(&format!("  #{i} {what}\n"));
+    }
+    out
 }

@@ -29,7 +29,7 @@ use iced_x86::{
 /// registry header takes the first 40 bytes).
 pub const SLOT_OFF: u64 = 64;
 /// Most slots one page holds.
-pub const MAX_SLOTS: u64 = (crate::link::PAGE - SLOT_OFF) / 8;
+pub const MAX_SLOTS: u64 = (crate::mem::PAGE - SLOT_OFF) / 8;
 /// Bytes reserved per detour in the code region.
 pub const DETOUR_LEN: u64 = 64;
 /// Length of `jmp *rel32(%rip)`.

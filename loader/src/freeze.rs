@@ -13,7 +13,8 @@
 //! Invariants: [`Frozen`] owns the attachment; dropping it detaches every
 //! thread (resuming it), so any error path resumes the target. Never
 //! `PTRACE_O_EXITKILL`: if hotfix dies, the kernel detaches and the target
-//! runs on.
+//! runs on. This module is the one place that lists `/proc/PID/task`
+//! (for [`freeze`] and [`stop_any`]).
 
 use crate::error::{Error, Result};
 use crate::sys::{self, Regs, Wait};
@@ -111,6 +112,23 @@ pub fn stop_one(pid: i32, tid: i32) -> Result<Frozen> {
         restore: None,
     });
     Ok(f)
+}
+
+/// Stops one thread of `pid`, the main thread if it can, else the first
+/// other thread that lets itself be stopped (for injected system calls).
+pub fn stop_any(pid: i32) -> Result<Frozen> {
+    let mut last = None;
+    let tids = list_tasks(pid)?;
+    for tid in std::iter::once(pid).chain(tids.into_iter().filter(|t| *t != pid)) {
+        match stop_one(pid, tid) {
+            Ok(f) => return Ok(f),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(Error::Process {
+        pid,
+        reason: "no thread to stop".into(),
+    }))
 }
 
 /// Stops every thread of `pid`.

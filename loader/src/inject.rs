@@ -270,13 +270,13 @@ pub fn syscall(
             Wait::Gone => return Err(fail("thread exited".into())),
         }
         // Syscall-entry stop reached; run to the exit stop.
-        crate::load::fault(&format!("inject-{name}"));
+        crate::fault::fault(&format!("inject-{name}"));
         sys::cont_syscall(tid, 0).map_err(|e| perr("PTRACE_SYSCALL", e))?;
         match sys::wait(tid).map_err(|e| perr("waitpid", e))? {
             Wait::Stopped { sig, event: 0 } if sig == (libc::SIGTRAP | 0x80) => {}
             other => return Err(fail(format!("unexpected stop {other:?} at syscall exit"))),
         }
-        crate::load::fault(&format!("injected-{name}"));
+        crate::fault::fault(&format!("injected-{name}"));
         let out = sys::get_regs(tid).map_err(|e| perr("PTRACE_GETREGS", e))?;
         let restore = restart_fixup(&orig);
         sys::set_regs(tid, &restore).map_err(|e| perr("PTRACE_SETREGS", e))?;

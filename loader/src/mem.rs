@@ -11,6 +11,9 @@ use nix::unistd::Pid;
 use std::io::IoSliceMut;
 use std::os::unix::fs::FileExt;
 
+/// Page size of the target (x86-64).
+pub const PAGE: u64 = 4096;
+
 /// Reads `buf.len()` bytes at `addr` of process `pid`.
 pub fn read(pid: i32, addr: u64, buf: &mut [u8]) -> Result<()> {
     let len = buf.len();

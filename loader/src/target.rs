@@ -12,6 +12,7 @@
 use crate::error::{Error, Result};
 use crate::sys::FileMap;
 use goblin::elf::{Elf, program_header as ph, sym};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -597,6 +598,41 @@ impl Process {
         }
         cands.sort();
         cands.get(skip).map(|c| c.1)
+    }
+}
+
+/// The symbol tables of a process's objects, read on first use and kept.
+pub struct SymbolCache<'p> {
+    /// The process.
+    pub proc: &'p Process,
+    debug_dir: PathBuf,
+    syms: HashMap<usize, Symbols>,
+}
+
+impl<'p> SymbolCache<'p> {
+    /// An empty cache for `proc`, separate debuginfo under `debug_dir`.
+    pub fn new(proc: &'p Process, debug_dir: &Path) -> Self {
+        Self {
+            proc,
+            debug_dir: debug_dir.to_path_buf(),
+            syms: HashMap::new(),
+        }
+    }
+
+    /// The symbols of object `obj` (an index into `proc.objects`).
+    pub fn symbols(&mut self, obj: usize) -> Result<&Symbols> {
+        if !self.syms.contains_key(&obj) {
+            let o = self.proc.objects.get(obj).ok_or_else(|| Error::Process {
+                pid: self.proc.pid,
+                reason: format!("no object #{obj}"),
+            })?;
+            let s = o.symbols(&self.debug_dir)?;
+            self.syms.insert(obj, s);
+        }
+        self.syms.get(&obj).ok_or_else(|| Error::Process {
+            pid: self.proc.pid,
+            reason: "symbol cache".into(),
+        })
     }
 }
 

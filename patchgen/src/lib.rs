@@ -14,6 +14,7 @@
 //! its exit status.
 
 pub mod build;
+pub mod bytes;
 pub mod compare;
 pub mod correlate;
 pub mod diff;

@@ -19,6 +19,9 @@
 //! - after an atomic-replace (`.replace = true`) patch, the patches it
 //!   replaced are gone from sysfs; their modules are removed too and reported.
 //!
+//! The other method, [`jump`], loads the same module rewritten for the
+//! stop-all-CPUs core (`docs/kernel-jump.md`).
+//!
 //! No `unsafe` here: module loading goes through `nix::kmod`.
 
 pub mod jump;
