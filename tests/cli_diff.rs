@@ -21,6 +21,7 @@ fn build(dir: &Path, case: &str) {
         let st = std::process::Command::new("gcc")
             .current_dir(&d)
             .args(["-O2", "-ffunction-sections", "-fdata-sections", "-c"])
+            .arg(format!("-I{}", src.parent().unwrap().display()))
             .arg(format!("{case}.c"))
             .status()
             .expect("gcc is required (scripts/setup installs it)");
@@ -231,4 +232,51 @@ fn explain_without_changes_exits_5() {
         text.contains("port_write: only __LINE__ immediates differ"),
         "{text}"
     );
+}
+
+#[test]
+fn diff_kernel_normalizes_init_code_and_names_the_rule() {
+    let t = tempfile::tempdir().unwrap();
+    build(t.path(), "kernel_sections");
+    build(t.path(), "init_only");
+    // .init.text, .exit.text and .static_call.text objects diff alone.
+    let (o, p) = objs("kernel_sections");
+    let out = hotfix(t.path())
+        .args(["diff", "--kernel", &o, &p, "-o", "k.o"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("changed   dispatch:"), "{text}");
+    assert!(!text.contains("mod_init"), "{text}");
+    // An __init-only change: exit 1, the function and the rule named.
+    let (o, p) = objs("init_only");
+    for kernel in [true, false] {
+        let mut args = vec!["diff"];
+        if kernel {
+            args.push("--kernel");
+        }
+        args.extend([o.as_str(), p.as_str(), "-o", "i.o"]);
+        let out = hotfix(t.path()).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "--kernel {kernel}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("refused  setup_b:") && text.contains("(rule init-code)"),
+            "--kernel {kernel}: {text}"
+        );
+        assert!(!t.path().join("i.o").exists());
+    }
+    // explain --kernel works on the same objects.
+    let (o, p) = objs("kernel_sections");
+    let out = hotfix(t.path())
+        .args(["explain", "--kernel", &o, &p])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dispatch"));
 }

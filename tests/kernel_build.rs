@@ -336,6 +336,10 @@ fn comment_only_fix_is_no_functional_change() {
 mod kernel_src;
 
 fn build_vmlinux(ksrc: &Path, out: &Path) -> std::process::Output {
+    build_vmlinux_fix(ksrc, "vmlinux-cmdline.patch", out)
+}
+
+fn build_vmlinux_fix(ksrc: &Path, fix: &str, out: &Path) -> std::process::Output {
     let Some(h) = headers() else {
         unreachable!("checked by the caller")
     };
@@ -343,7 +347,7 @@ fn build_vmlinux(ksrc: &Path, out: &Path) -> std::process::Output {
         .args(["build", "--kernel", "--kernel-src"])
         .arg(ksrc)
         .arg("--diff")
-        .arg(root().join("testkernels/kmod/fixes/vmlinux-cmdline.patch"))
+        .arg(root().join("testkernels/kmod/fixes").join(fix))
         .arg("--headers")
         .arg(h)
         .arg("-o")
@@ -439,4 +443,34 @@ fn same_named_static_in_a_multi_object_module_gets_its_module_position() {
     // multi_a.o's scale() comes first in hfx_multi.ko's symbol table, the
     // patched multi_b.o's second: kallsyms position 2 (unique in its object).
     assert!(t.contains("replaces hfx_multi: scale,2"), "{t}");
+}
+
+/// fs/kernfs/mount.c of the real kernel: pr_debug descriptors
+/// (`__UNIQUE_ID_ddebugN`), `__func__`, `__init` code. Moving its pr_debug
+/// lines used to be refused as "initializer or size of existing data
+/// changed"; it is no functional change (exit 5). Changing a pr_debug
+/// message changes the function it is inlined into (kernfs_fill_super
+/// into kernfs_get_tree), which is carried with its descriptor.
+#[test]
+fn vmlinux_pr_debug_moved_is_no_change_and_a_message_fix_builds() {
+    if headers().is_none() {
+        return;
+    }
+    let Some(ksrc) = kernel_src::dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ko = dir.path().join("lp_kfs_moved.ko");
+    let o = build_vmlinux_fix(&ksrc, "vmlinux-kernfs-debug-moved.patch", &ko);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(5), "{t}");
+    assert!(t.contains("no functional change"), "{t}");
+    assert!(!ko.exists());
+    let ko = dir.path().join("lp_kfs_fill.ko");
+    let o = build_vmlinux_fix(&ksrc, "vmlinux-kernfs-fill-super.patch", &ko);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("replaces vmlinux: kernfs_get_tree,0"), "{t}");
+    assert!(t.contains("carried __jump_table: 2 entries"), "{t}");
+    assert!(ko.exists());
 }

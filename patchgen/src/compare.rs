@@ -47,6 +47,7 @@ pub struct Comparer<'a> {
     /// Their pairing.
     pub corr: &'a Correlation,
     anon_memo: HashMap<(usize, usize), bool>,
+    special_memo: HashMap<(usize, usize), bool>,
 }
 
 /// Human description of a relocation target in `obj`.
@@ -91,6 +92,7 @@ impl<'a> Comparer<'a> {
             patched,
             corr,
             anon_memo: HashMap::new(),
+            special_memo: HashMap::new(),
         }
     }
 
@@ -100,7 +102,7 @@ impl<'a> Comparer<'a> {
         let pname = |i: usize| self.patched.sym(i).map(|s| s.name.as_str());
         match (o, p) {
             (Target::Entity { sym: a, offset: x }, Target::Entity { sym: b, offset: y }) => {
-                x == y && self.corr.orig_of(b) == Some(a)
+                x == y && (self.corr.orig_of(b) == Some(a) || self.same_special(a, b))
             }
             (Target::Undefined { sym: a, addend: x }, Target::Undefined { sym: b, addend: y })
             | (Target::Absolute { sym: a, addend: x }, Target::Absolute { sym: b, addend: y }) => {
@@ -136,6 +138,40 @@ impl<'a> Comparer<'a> {
             ) => x == y && self.same_anon(a, b),
             _ => false,
         }
+    }
+
+    /// Two special statics (never paired, see [`correlate`]) are the same
+    /// when they are of the same kind and have the same size, section kind,
+    /// relocation targets and bytes; for debug descriptors the bytes (line
+    /// number, flags) may differ.
+    fn same_special(&mut self, a: usize, b: usize) -> bool {
+        let (Some(sa), Some(sb)) = (self.orig.sym(a), self.patched.sym(b)) else {
+            return false;
+        };
+        if !correlate::is_special(sa)
+            || !correlate::is_special(sb)
+            || correlate::special_kind(&sa.name) != correlate::special_kind(&sb.name)
+        {
+            return false;
+        }
+        if let Some(&v) = self.special_memo.get(&(a, b)) {
+            return v;
+        }
+        self.special_memo.insert((a, b), true);
+        let lenient = correlate::is_debug_descriptor(&sb.name);
+        let (Some(os), Some(ps)) = (sa.section, sb.section) else {
+            return false;
+        };
+        let kind = |o: &ObjectFile, i: usize| o.sec(i).map(|s| (s.sh_type, s.flags & 0x7));
+        let v = sa.size == sb.size
+            && kind(self.orig, os) == kind(self.patched, ps)
+            && match self.diff_ranges(os, sa.value, sa.size, ps, sb.value, sb.size) {
+                RangeDiff::Equal => true,
+                RangeDiff::Bytes(_) => lenient,
+                RangeDiff::Reloc(_) => false,
+            };
+        self.special_memo.insert((a, b), v);
+        v
     }
 
     fn same_anon(&mut self, a: usize, b: usize) -> bool {
@@ -486,6 +522,7 @@ fn static_locals_used(obj: &ObjectFile, sym: usize) -> BTreeSet<usize> {
                 t.is_data()
                     && t.bind == Bind::Local
                     && correlate::static_local_base(&t.name).is_some()
+                    && !correlate::is_special(t)
             })
         })
         .collect()
@@ -527,6 +564,22 @@ pub fn analyze(orig: &ObjectFile, patched: &ObjectFile) -> Result<Analysis, Erro
         .filter(|s| s.is_defined_entity() && s.is_data())
     {
         let Some(o) = corr.orig_of(s.index) else {
+            if correlate::is_special(s) {
+                continue; // carried fresh only by code that uses it
+            }
+            if let Some(sec) = s.section.and_then(|i| patched.sec(i))
+                && is_percpu(&sec.name)
+            {
+                an.refusals.push(Refusal {
+                    kind: RefusalKind::NewPerCpuData,
+                    symbol: s.name.clone(),
+                    reason: format!(
+                        "new per-CPU variable in {}: per-CPU areas are laid out when the kernel or module loads; a patch cannot add one (use a global, or allocate with alloc_percpu)",
+                        sec.name
+                    ),
+                });
+                continue;
+            }
             an.new_data.push(s.index);
             continue;
         };
@@ -628,6 +681,19 @@ pub fn analyze(orig: &ObjectFile, patched: &ObjectFile) -> Result<Analysis, Erro
         let (Some(os), Some(ps)) = (orig.sym(o), patched.sym(p)) else {
             continue;
         };
+        if let Some(sec) = os.section.and_then(|i| orig.sec(i))
+            && is_once_only(&sec.name)
+        {
+            an.refusals.push(Refusal {
+                kind: RefusalKind::InitCode,
+                symbol: os.name.clone(),
+                reason: format!(
+                    "function in {} changed: __init/__exit code runs only when the kernel or module loads or unloads, a live patch cannot change it",
+                    sec.name
+                ),
+            });
+            continue;
+        }
         if pctors.contains(&p) || octors.contains(&o) {
             an.refusals.push(Refusal {
                 kind: RefusalKind::InitCode,
@@ -679,6 +745,18 @@ pub fn analyze(orig: &ObjectFile, patched: &ObjectFile) -> Result<Analysis, Erro
     an.new_funcs = new_funcs.into_iter().collect();
     an.corr = corr;
     Ok(an)
+}
+
+/// Sections of code run only once, at kernel or module load or unload
+/// (`__init`, `__exit`, their `.init.*`/`.exit.*` relatives).
+pub fn is_once_only(section: &str) -> bool {
+    section.starts_with(".init.") || section.starts_with(".exit.")
+}
+
+/// Per-CPU data sections (`DEFINE_PER_CPU`: `.data..percpu`,
+/// `.data..percpu..shared_aligned`, ...).
+pub fn is_percpu(section: &str) -> bool {
+    section.starts_with(".data..percpu")
 }
 
 /// The `endbr64` instruction.

@@ -11,6 +11,14 @@
 //! the patched object whose referring functions overlap most with the
 //! (already paired) referring functions of `counter.3`.
 //!
+//! *Special* statics ([`is_special_static`]: dynamic-debug and printk-index
+//! descriptors, `__warned`, `__already_done`, `__key`, `__func__`, `_rs`,
+//! `CSWTCH`...) are never paired: the compiler creates them per use site
+//! (a `pr_debug` moved to another line gets another descriptor), so a
+//! pairing would be a guess. They compare by content through their users
+//! ([`crate::compare`]) and travel fresh with any carried code that uses
+//! them ([`crate::include`]).
+//!
 //! Invariants: the pairing is one-to-one; only entities of the same class
 //! (function with function, data with data) pair; undefined symbols are not
 //! paired (they compare by name).
@@ -52,6 +60,52 @@ pub fn static_local_base(name: &str) -> Option<&str> {
     (ident && !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit())).then_some(base)
 }
 
+/// Base names of the special statics (see the module doc), matched on the
+/// name without its `.N` suffix.
+const SPECIAL: [&str; 12] = [
+    "descriptor",
+    "__fmt",
+    "__warned",
+    "__already_done",
+    "__key",
+    "__func__",
+    "__FUNCTION__",
+    "__PRETTY_FUNCTION__",
+    "_rs",
+    "CSWTCH",
+    "_entry",
+    "_entry_ptr",
+];
+
+/// Whether `name` (a local data object) is a special static: one of
+/// [`SPECIAL`], or a dynamic-debug descriptor `__UNIQUE_ID_ddebugN`, with
+/// or without the compiler's `.N` suffix.
+pub fn is_special_static(name: &str) -> bool {
+    let base = static_local_base(name).unwrap_or(name);
+    base.starts_with("__UNIQUE_ID_ddebug") || SPECIAL.contains(&base)
+}
+
+/// Whether a special static is debug metadata whose raw bytes (line
+/// number, flags) may differ without a functional change: dynamic-debug
+/// and printk-index descriptors. Their relocations (format, function and
+/// file names) still count.
+pub fn is_debug_descriptor(name: &str) -> bool {
+    let base = static_local_base(name).unwrap_or(name);
+    base.starts_with("__UNIQUE_ID_ddebug") || matches!(base, "descriptor" | "_entry" | "__fmt")
+}
+
+/// The kind of a special static, for comparing two of them: the base name
+/// with dynamic-debug counters dropped (`__UNIQUE_ID_ddebug123.4` →
+/// `__UNIQUE_ID_ddebug`).
+pub fn special_kind(name: &str) -> &str {
+    let base = static_local_base(name).unwrap_or(name);
+    if base.starts_with("__UNIQUE_ID_ddebug") {
+        "__UNIQUE_ID_ddebug"
+    } else {
+        base
+    }
+}
+
 /// The parent of a compiler-split child function: `foo.cold` → `foo`,
 /// `foo.part.0` → `foo` (also `foo.isra.0.cold` → `foo.isra.0`).
 pub fn parent_of(name: &str) -> Option<&str> {
@@ -63,6 +117,11 @@ pub fn parent_of(name: &str) -> Option<&str> {
         return None;
     }
     head.strip_suffix(".part")
+}
+
+/// Whether symbol `s` is a special static: local data named like one.
+pub fn is_special(s: &crate::read::Symbol) -> bool {
+    s.is_data() && s.bind == crate::read::Bind::Local && is_special_static(&s.name)
 }
 
 /// The pairing of the entities of two objects.
@@ -127,10 +186,11 @@ pub fn correlate(orig: &ObjectFile, patched: &ObjectFile) -> Result<Correlation,
                 && static_local_base(&s.name).is_some()
         })
     };
+    let special = |o: &ObjectFile, i: usize| o.sym(i).is_some_and(is_special);
     // Pass 1: everything except static locals, by normalized name.
     let mut by_key: HashMap<(bool, String), Vec<usize>> = HashMap::new();
     for s in orig.symbols.iter().filter(|s| s.is_defined_entity()) {
-        if !is_static_local(orig, s.index) {
+        if !is_static_local(orig, s.index) && !special(orig, s.index) {
             by_key
                 .entry((s.is_func(), normalize(&s.name)))
                 .or_default()
@@ -139,7 +199,7 @@ pub fn correlate(orig: &ObjectFile, patched: &ObjectFile) -> Result<Correlation,
     }
     let mut used: HashMap<(bool, String), usize> = HashMap::new();
     for s in patched.symbols.iter().filter(|s| s.is_defined_entity()) {
-        if is_static_local(patched, s.index) {
+        if is_static_local(patched, s.index) || special(patched, s.index) {
             continue;
         }
         let key = (s.is_func(), normalize(&s.name));
@@ -177,6 +237,7 @@ pub fn correlate(orig: &ObjectFile, patched: &ObjectFile) -> Result<Correlation,
     let mut p_by_base: HashMap<&str, Vec<usize>> = HashMap::new();
     for s in patched.symbols.iter().filter(|s| s.is_defined_entity()) {
         if is_static_local(patched, s.index)
+            && !special(patched, s.index)
             && let Some(b) = static_local_base(&s.name)
         {
             p_by_base.entry(b).or_default().push(s.index);
@@ -203,7 +264,7 @@ pub fn correlate(orig: &ObjectFile, patched: &ObjectFile) -> Result<Correlation,
     }
     let empty = BTreeSet::new();
     for s in orig.symbols.iter().filter(|s| s.is_defined_entity()) {
-        if !is_static_local(orig, s.index) {
+        if !is_static_local(orig, s.index) || special(orig, s.index) {
             continue;
         }
         let Some(base) = static_local_base(&s.name) else {
@@ -264,6 +325,34 @@ mod tests {
         assert_eq!(static_local_base("foo.part.0"), None);
         assert_eq!(static_local_base("counter"), None);
         assert_eq!(static_local_base(".LC0"), None);
+    }
+
+    #[test]
+    fn special_statics() {
+        for n in [
+            "__UNIQUE_ID_ddebug412.3",
+            "descriptor.7",
+            "__fmt.1",
+            "__warned.12",
+            "__already_done.4",
+            "__key.0",
+            "__func__.2",
+            "_rs.9",
+            "CSWTCH.33",
+            "_entry.5",
+        ] {
+            assert!(is_special_static(n), "{n}");
+        }
+        for n in ["counter.3", "key", "__keys.1", "rs.2", "foo"] {
+            assert!(!is_special_static(n), "{n}");
+        }
+        assert_eq!(
+            special_kind("__UNIQUE_ID_ddebug412.3"),
+            "__UNIQUE_ID_ddebug"
+        );
+        assert_eq!(special_kind("__warned.12"), "__warned");
+        assert!(is_debug_descriptor("__UNIQUE_ID_ddebug1.0"));
+        assert!(!is_debug_descriptor("CSWTCH.1"));
     }
 
     #[test]

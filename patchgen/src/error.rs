@@ -52,9 +52,10 @@ pub enum Error {
         /// Its `e_type`.
         e_type: u16,
     },
-    /// The object was built without `-ffunction-sections`.
+    /// The object was built without `-ffunction-sections` (a function in
+    /// `.text`).
     #[error(
-        "{file}: function {symbol} shares section {section} with other code; rebuild with -ffunction-sections -fdata-sections"
+        "{file}: function {symbol} is in the plain {section} section (built without -ffunction-sections); rebuild with -ffunction-sections -fdata-sections"
     )]
     NoFunctionSections {
         /// The file.
@@ -211,14 +212,31 @@ pub enum RefusalKind {
     InitCode,
     /// A function to replace is too short to hold a 5-byte jump.
     TooShort,
+    /// The fix adds a per-CPU variable: per-CPU areas are laid out at load.
+    NewPerCpuData,
     /// A kernel function to replace has no ftrace call site (`notrace`,
     /// `noinstr`): livepatch attaches to the old function through ftrace.
     NotTraceable,
 }
 
+impl RefusalKind {
+    /// The rule's stable name (as serialized: `data-changed`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalKind::DataChanged => "data-changed",
+            RefusalKind::SectionNotIncluded => "section-not-included",
+            RefusalKind::StaticLocalRemoved => "static-local-removed",
+            RefusalKind::InitCode => "init-code",
+            RefusalKind::TooShort => "too-short",
+            RefusalKind::NewPerCpuData => "new-percpu-data",
+            RefusalKind::NotTraceable => "not-traceable",
+        }
+    }
+}
+
 /// One reason to refuse, naming the symbol concerned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{symbol}: {reason}")]
+#[error("{symbol}: {reason} (rule {})", kind.name())]
 pub struct Refusal {
     /// What kind of refusal.
     pub kind: RefusalKind,

@@ -8,10 +8,20 @@
 //! else a relocation reaches exists in the original and becomes a reference
 //! resolved at load time.
 //!
+//! Two kinds of unnamed sections are carried too: code reached in a
+//! function's own (or shared) code section outside any function symbol —
+//! fixup code — is copied with its whole section; and clang's private
+//! writable objects (`.data..L__unnamed_1`: sanitizer source locations and
+//! other data without a symbol) are copied *fresh* like the special statics
+//! of [`crate::correlate`]: having no name, the running copy cannot be
+//! referenced.
+//!
 //! Invariants: every entity in the plan has no original or is changed or
-//! copied; no writable anonymous section is ever copied (its running copy
-//! is state); the plan lists symbols and sections in increasing index
-//! order, so output is deterministic.
+//! copied; no writable anonymous section is copied unless it is a
+//! compiler-private object (`..L` in its name); carried code never holds a
+//! `rel8` branch into code left behind ([`crate::shared::ShortEdge`]); the
+//! plan lists symbols and sections in increasing index order, so output is
+//! deterministic.
 
 use crate::Error;
 use crate::compare::Analysis;
@@ -34,6 +44,35 @@ impl Plan {
     pub fn defines(&self, sym: usize) -> bool {
         self.funcs.binary_search(&sym).is_ok() || self.data.binary_search(&sym).is_ok()
     }
+}
+
+/// Refuses a plan whose carried code holds a `rel8` branch to code outside
+/// it: the copy could not reach it.
+fn check_short_edges(
+    patched: &ObjectFile,
+    funcs: &BTreeSet<usize>,
+    anon: &BTreeSet<usize>,
+) -> Result<(), Error> {
+    for e in &patched.short_edges {
+        if anon.contains(&e.section) {
+            continue; // the whole section travels
+        }
+        let holder = funcs.iter().filter_map(|&f| patched.sym(f)).find(|f| {
+            f.section == Some(e.section) && e.from >= f.value && e.from < f.value + f.size
+        });
+        if let Some(f) = holder {
+            let sec = patched.sec(e.section).map_or("?", |s| s.name.as_str());
+            return Err(Error::Unresolvable {
+                file: patched.name.clone(),
+                symbol: f.name.clone(),
+                reason: format!(
+                    "a short (rel8) branch at {sec}+{:#x} reaches {sec}+{:#x}, code of the shared section that is not carried; rebuild with -fno-reorder-blocks-and-partition or carry it by hand",
+                    e.from, e.to
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Builds the plan for `an` over the patched object.
@@ -81,7 +120,9 @@ pub fn plan(patched: &ObjectFile, an: &Analysis) -> Result<Plan, Error> {
                     let Some(sec) = patched.sec(section) else {
                         continue;
                     };
-                    if sec.is_writable() || sec.is_code() || !sec.is_alloc() {
+                    let private =
+                        sec.name.contains("..L") && patched.entities_in(section).next().is_none();
+                    if (sec.is_writable() && !private) || !sec.is_alloc() {
                         return Err(Error::Unresolvable {
                             file: patched.name.clone(),
                             symbol: who,
@@ -106,6 +147,7 @@ pub fn plan(patched: &ObjectFile, an: &Analysis) -> Result<Plan, Error> {
             }
         }
     }
+    check_short_edges(patched, &funcs, &anon)?;
     Ok(Plan {
         funcs: funcs.into_iter().collect(),
         data: data.into_iter().collect(),

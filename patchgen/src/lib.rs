@@ -27,6 +27,7 @@ pub mod inspect;
 pub mod kernel;
 pub mod layout;
 pub mod read;
+pub mod shared;
 pub mod unwind;
 pub mod xen;
 

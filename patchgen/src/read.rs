@@ -11,7 +11,9 @@
 //! - every relocation's `symbol` is a valid index into `symbols`, and its
 //!   `offset` lies inside its section;
 //! - code is compiled with `-ffunction-sections`: no function lives in a plain
-//!   `.text` section.
+//!   `.text` section; where functions share a named section, the references
+//!   between them that the assembler resolved are relocations too
+//!   ([`crate::shared`]).
 //!
 //! Nothing here panics on malformed input: every inconsistency is an
 //! [`Error::Parse`] naming the file.
@@ -249,6 +251,9 @@ pub struct ObjectFile {
     /// For each section, its defined named functions and objects (symbol
     /// indices, by increasing value).
     pub section_entities: Vec<Vec<usize>>,
+    /// `rel8` branches between functions (or unnamed code) of one shared
+    /// code section: code holding one cannot be moved ([`crate::shared`]).
+    pub short_edges: Vec<crate::shared::ShortEdge>,
 }
 
 /// Where a relocation points, resolved from section symbols and local
@@ -505,30 +510,32 @@ impl ObjectFile {
         for list in &mut section_entities {
             list.sort_by_key(|&i| symbols.get(i).map_or(0, |s| s.value));
         }
-        let obj = ObjectFile {
+        let mut obj = ObjectFile {
             name: name.to_owned(),
             sections,
             symbols,
             source_file,
             section_entities,
+            short_edges: Vec::new(),
         };
         obj.check_function_sections()?;
+        obj.short_edges = crate::shared::synthesize(&mut obj);
         Ok(obj)
     }
 
-    /// Refuses objects whose functions share a section (built without
-    /// `-ffunction-sections`).
+    /// Refuses objects built without `-ffunction-sections`: a function in
+    /// the plain `.text` section. Functions sharing a *named* section (a
+    /// section attribute such as the kernel's `__sched`, and gcc's clones
+    /// of such a function) are accepted: see [`crate::shared`].
     fn check_function_sections(&self) -> Result<(), Error> {
-        let mut per_section = std::collections::HashMap::<usize, usize>::new();
         for s in &self.symbols {
             if s.is_func()
                 && let Some(sec) = s.section
             {
-                *per_section.entry(sec).or_default() += 1;
                 let Some(section) = self.sections.get(sec) else {
                     continue;
                 };
-                if section.name == ".text" || per_section[&sec] > 1 {
+                if section.name == ".text" {
                     return Err(Error::NoFunctionSections {
                         file: self.name.clone(),
                         symbol: s.name.clone(),
@@ -621,7 +628,11 @@ impl ObjectFile {
             .get(secidx)
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let hit = if ents.len() == 1 && !sec.is_merge_const() {
+        // A data section with one object maps to it whatever the offset
+        // (gcc addresses a member as `.data.x+8`); in code, only a place
+        // inside a function is that function (code past its end is
+        // fixup code, see [`crate::shared`]).
+        let hit = if ents.len() == 1 && !sec.is_merge_const() && !sec.is_code() {
             ents.first().copied()
         } else {
             ents.iter().copied().find(|&i| {

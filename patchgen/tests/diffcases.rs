@@ -506,3 +506,237 @@ fn part_child_goes_with_its_parent() {
     // callers into which the `if (!flag)` test was inlined).
     assert_eq!(reports[1].meta.funcs.len(), 2);
 }
+
+// ---- Kernel code shapes (testkernels/diffcases/kstyle.h) ----
+
+fn is_special(name: &str) -> bool {
+    patchgen::correlate::is_special_static(name)
+}
+
+/// Diffs a pair in kernel mode (`hotfix diff --kernel`).
+fn diff_kernel(p: &common::Pair) -> Result<patchgen::DiffReport, Error> {
+    patchgen::kernel::normalize::diff_kernel_objects(
+        &p.orig_bytes(),
+        "orig.o",
+        &p.patched_bytes(),
+        "patched.o",
+        &patchgen::DiffOptions {
+            id: "test-patch".into(),
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn special_statics_are_carried_fresh_with_their_function_only() {
+    for r in expect_sets("special_statics", |_, pair| {
+        // The statics handle() uses, whatever gcc numbered them: its
+        // pr_debug descriptor, WARN_ONCE's flag and (for the descriptor)
+        // its __func__. other()'s descriptor, key and ratelimit state stay.
+        let bytes = std::fs::read(&pair.patched).unwrap();
+        let o = patchgen::ObjectFile::parse(&bytes, "x").unwrap();
+        let handle = o.symbols.iter().find(|s| s.name == "handle").unwrap();
+        let mut used: Vec<String> = Vec::new();
+        let mut work = vec![handle.index];
+        while let Some(i) = work.pop() {
+            let s = o.sym(i).unwrap();
+            for rel in o.symbol_relocs(s) {
+                if let patchgen::read::Target::Entity { sym, .. } = o.resolve(rel) {
+                    let n = &o.sym(sym).unwrap().name;
+                    if is_special(n) && !used.contains(n) {
+                        used.push(n.clone());
+                        work.push(sym);
+                    }
+                }
+            }
+        }
+        (sorted(&["handle"]), vec![], {
+            used.sort();
+            used
+        })
+    }) {
+        assert!(r.new_data.iter().all(|d| is_special(d)), "{:?}", r.new_data);
+        assert!(
+            r.new_data
+                .iter()
+                .any(|d| d.starts_with("__UNIQUE_ID_ddebug")),
+            "{:?}",
+            r.new_data
+        );
+        assert!(r.new_data.iter().any(|d| d.starts_with("__warned")));
+        assert!(
+            !r.new_data
+                .iter()
+                .any(|d| d.starts_with("_rs") || d.starts_with("__key"))
+        );
+        // Fresh copies: nothing special is looked up in the target.
+        assert!(
+            r.meta.refs.iter().all(|x| !is_special(&x.name)),
+            "{:?}",
+            r.meta.refs
+        );
+        // The descriptor keeps its section, so the kernel registers it.
+        use object::Object;
+        let file = object::File::parse(r.patch.as_slice()).unwrap();
+        assert!(file.section_by_name("__dyndbg").is_some());
+    }
+}
+
+#[test]
+fn moved_pr_debug_lines_are_no_change() {
+    // Was refused as "initializer or size of existing data changed".
+    expect_no_change("pr_debug_moved", 0);
+}
+
+#[test]
+fn functions_sharing_a_section_attribute_with_their_clones() {
+    for r in expect_sets("shared_section", |_, _| only(&["c4"])) {
+        // The assembler resolved c4's call to the static scale clone
+        // (same section) without a relocation: the patch references it.
+        let s = r
+            .meta
+            .refs
+            .iter()
+            .find(|x| x.name.starts_with("scale"))
+            .unwrap_or_else(|| panic!("{:?}", r.meta.refs));
+        assert_eq!((s.binding, s.kind), (Binding::Local, Kind::Func));
+        assert_eq!(s.file.as_deref(), Some("shared_section.c"));
+        assert!(r.new_funcs.is_empty());
+    }
+    // -O2: the clone is scale.isra.0, in .sched.text with its callers.
+    let pair = build("shared_section", &["-O2"]);
+    let bytes = pair.orig_bytes();
+    let o = patchgen::ObjectFile::parse(&bytes, "orig.o").unwrap();
+    let isra = o.symbols.iter().find(|s| s.name == "scale.isra.0").unwrap();
+    let c4 = o.symbols.iter().find(|s| s.name == "c4").unwrap();
+    assert_eq!(isra.section, c4.section);
+    assert_eq!(o.sec(c4.section.unwrap()).unwrap().name, ".sched.text");
+    let r = diff(&pair).unwrap();
+    assert_eq!(
+        r.meta
+            .refs
+            .iter()
+            .filter(|x| x.name == "scale.isra.0")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn fixup_code_in_the_function_section_travels_with_it() {
+    for v in VARIANTS {
+        let pair = build("fixup_code", v);
+        let r = diff(&pair).unwrap_or_else(|e| panic!("{v:?}: {e}"));
+        verify(&r);
+        assert_eq!(changed(&r), sorted(&["read_word"]), "{v:?}");
+        let pb = pair.patched_bytes();
+        let p = patchgen::ObjectFile::parse(&pb, "patched.o").unwrap();
+        let whole = &p
+            .sections
+            .iter()
+            .find(|s| s.name == ".text.read_word")
+            .unwrap()
+            .data;
+        let f = p.symbols.iter().find(|s| s.name == "read_word").unwrap();
+        assert!(
+            f.size < whole.len() as u64,
+            "{v:?}: the fixup lies past the symbol's end"
+        );
+        use object::{Object, ObjectSection};
+        let file = object::File::parse(r.patch.as_slice()).unwrap();
+        // The whole section (function + fixup after its end) is carried,
+        // and the function's rel32 into the fixup points at that copy.
+        let secs: Vec<_> = file
+            .sections()
+            .filter(|s| s.name() == Ok(".text.read_word"))
+            .collect();
+        assert_eq!(
+            secs.len(),
+            2,
+            "function copy and its section with the fixup"
+        );
+        let fixed = secs.iter().find(|s| s.size() > f.size).unwrap();
+        assert_eq!(fixed.data().unwrap(), whole.as_slice(), "{v:?}");
+        // The function's jump into the fixup is relocated to that copy.
+        let copy = secs.iter().find(|s| s.size() == f.size).unwrap();
+        assert_eq!(copy.relocations().count(), 1, "{v:?}");
+        assert!(r.meta.refs.is_empty(), "{v:?}: {:?}", r.meta.refs);
+    }
+}
+
+#[test]
+fn init_only_change_is_refused_in_object_and_kernel_mode() {
+    expect_refusal("init_only", RefusalKind::InitCode, "setup_b");
+    for v in VARIANTS {
+        let pair = build("init_only", v);
+        match diff_kernel(&pair) {
+            Err(Error::Refused { refusals, .. }) => {
+                let got: Vec<_> = refusals
+                    .iter()
+                    .map(|r| (r.kind, r.symbol.as_str()))
+                    .collect();
+                assert_eq!(got, vec![(RefusalKind::InitCode, "setup_b")], "{v:?}");
+                assert!(refusals[0].to_string().contains("rule init-code"));
+            }
+            other => panic!("{v:?}: expected refusal, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn kernel_mode_diffs_init_exit_and_static_call_objects_alone() {
+    for v in VARIANTS {
+        let pair = build("kernel_sections", v);
+        for r in [diff_kernel(&pair), diff(&pair)] {
+            let r = r.unwrap_or_else(|e| panic!("{v:?}: {e}"));
+            verify(&r);
+            assert_eq!(changed(&r), sorted(&["dispatch"]), "{v:?}");
+            assert!(r.new_funcs.is_empty() && r.new_data.is_empty(), "{v:?}");
+            let t = r
+                .meta
+                .refs
+                .iter()
+                .find(|x| x.name == "__SCT__tp_a")
+                .unwrap();
+            assert_eq!((t.binding, t.kind), (Binding::Global, Kind::Func));
+        }
+    }
+}
+
+#[test]
+fn new_per_cpu_variable_is_refused() {
+    expect_refusal("percpu_new", RefusalKind::NewPerCpuData, "pcpu_count");
+}
+
+#[test]
+fn clang_unnamed_local_data_is_carried() {
+    for v in [&["-O2"][..], &["-O1"], &["-Os"], &["-O2", "-fPIC"]] {
+        let mut flags = v.to_vec();
+        flags.push("-fsanitize=shift");
+        let pair = common::build_cc("clang", "clang_unnamed", &flags);
+        let bytes = pair.orig_bytes();
+        let o = patchgen::ObjectFile::parse(&bytes, "orig.o").unwrap();
+        assert!(
+            o.sections
+                .iter()
+                .any(|s| s.name.starts_with(".data..L__unnamed_") && s.is_writable()),
+            "{v:?}: clang emits writable unnamed data"
+        );
+        let r = diff(&pair).unwrap_or_else(|e| panic!("{v:?}: {e}"));
+        verify(&r);
+        assert_eq!(changed(&r), sorted(&["shl"]), "{v:?}");
+        use object::{Object, ObjectSection};
+        let file = object::File::parse(r.patch.as_slice()).unwrap();
+        let unnamed: Vec<_> = file
+            .sections()
+            .filter(|s| s.name().is_ok_and(|n| n.starts_with(".data..L__unnamed_")))
+            .collect();
+        assert!(!unnamed.is_empty(), "{v:?}: the records travel with shl");
+        assert!(
+            r.meta
+                .refs
+                .iter()
+                .any(|x| x.name.starts_with("__ubsan_handle_shift"))
+        );
+    }
+}

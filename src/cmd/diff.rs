@@ -1,7 +1,9 @@
 //! `hotfix diff ORIG.o PATCHED.o -o OUT.o`: one object pair → one patch
 //! object, with a summary of changed and new functions.
 //!
-//! Thin wrapper over [`patchgen::diff_objects`]. Exit status 0 when a patch
+//! Thin wrapper over [`patchgen::diff_objects`] (with `--kernel`,
+//! [`patchgen::kernel::normalize::diff_kernel_objects`]). Each refusal is
+//! printed with the rule that stopped it (`[data-changed]`, ...). Exit status 0 when a patch
 //! was written, 5 (no functional change) when there is nothing to patch,
 //! 1 on bad input or a refusal (every refusal is printed).
 
@@ -27,6 +29,11 @@ pub struct Args {
     /// The target binary: stamps its GNU build-id and name into the patch.
     #[arg(long)]
     pub target: Option<PathBuf>,
+    /// Kernel objects: apply `hotfix build --kernel`'s normalization
+    /// (`__init`/`__exit` code compared and refused when changed,
+    /// otherwise opaque).
+    #[arg(long)]
+    pub kernel: bool,
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
@@ -83,7 +90,12 @@ pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
         args.orig.display().to_string(),
         args.patched.display().to_string(),
     );
-    match patchgen::diff_objects(&orig, &on, &patched, &pn, &opts) {
+    let result = if args.kernel {
+        patchgen::kernel::normalize::diff_kernel_objects(&orig, &on, &patched, &pn, &opts)
+    } else {
+        patchgen::diff_objects(&orig, &on, &patched, &pn, &opts)
+    };
+    match result {
         Ok(report) => {
             std::fs::write(&args.output, &report.patch).map_err(|source| patchgen::Error::Io {
                 path: args.output.clone(),
@@ -129,7 +141,7 @@ pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
                     }))?;
                 } else {
                     for r in refusals {
-                        println!("refused  {}: {}", r.symbol, r.reason);
+                        println!("refused  {r}");
                     }
                 }
             }

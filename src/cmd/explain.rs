@@ -15,6 +15,10 @@ pub struct Args {
     pub patched: PathBuf,
     /// Only this function (patched or original name).
     pub func: Option<String>,
+    /// Kernel objects: `__init`/`__exit` code normalized as by
+    /// `hotfix diff --kernel`.
+    #[arg(long)]
+    pub kernel: bool,
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
@@ -35,6 +39,11 @@ pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
         args.orig.display().to_string(),
         args.patched.display().to_string(),
     );
+    let (orig, patched) = if args.kernel {
+        patchgen::kernel::normalize::normalize_pair(&orig, &on, &patched, &pn)?
+    } else {
+        (orig, patched)
+    };
     let ex = patchgen::explain::explain(&orig, &on, &patched, &pn, args.func.as_deref())?;
     if global.json {
         super::print_json(&ex)?;

@@ -76,8 +76,43 @@ fn section_view(obj: &ObjectFile, name: &str) -> Option<(Vec<u8>, NamedRelocs)> 
     Some((s.data.clone(), relocs))
 }
 
+/// One function's bytes and named relocations.
+type FuncView = (Vec<u8>, NamedRelocs);
+
+/// The functions of once-only section `name` of `obj` (retyped to
+/// `STT_NOTYPE` by [`normalize`], or still `STT_FUNC`) with a comparable
+/// view of each: bytes and relocations, offsets relative to the function.
+fn once_funcs(obj: &ObjectFile, name: &str) -> Vec<(String, Option<FuncView>)> {
+    let Some(sec) = obj.sections.iter().find(|s| s.name == name) else {
+        return Vec::new();
+    };
+    obj.symbols
+        .iter()
+        .filter(|s| {
+            (s.is_func() || s.kind == elf::STT_NOTYPE.0)
+                && !s.name.is_empty()
+                && !s.name.starts_with(".L")
+                && s.section == Some(sec.index)
+                && !matches!(s.name.as_str(), "init_module" | "cleanup_module")
+        })
+        .map(|s| {
+            let relocs = sec
+                .relocs_in(s.value, s.value.saturating_add(s.size))
+                .iter()
+                .map(|r| {
+                    let t = obj.sym(r.symbol).map_or(String::new(), |t| t.name.clone());
+                    (r.offset - s.value, r.r_type, t, r.addend)
+                })
+                .collect();
+            let bytes = sec.bytes(s.value, s.size).map(<[u8]>::to_vec);
+            (s.name.clone(), bytes.map(|b| (b, relocs)))
+        })
+        .collect()
+}
+
 /// Refusals for once-only sections that differ between the two objects,
-/// one per function found in such a section.
+/// naming the functions there that differ (all of the section's functions
+/// when none differs on its own, e.g. only the layout moved).
 pub fn init_changes(orig: &ObjectFile, patched: &ObjectFile) -> Vec<Refusal> {
     let mut names: Vec<&str> = orig
         .sections
@@ -93,25 +128,20 @@ pub fn init_changes(orig: &ObjectFile, patched: &ObjectFile) -> Vec<Refusal> {
         if section_view(orig, name) == section_view(patched, name) {
             continue;
         }
-        let funcs: Vec<String> = patched
-            .symbols
+        let before = once_funcs(orig, name);
+        let after = once_funcs(patched, name);
+        let mut changed: Vec<String> = after
             .iter()
-            .filter(|s| {
-                // Functions there were retyped to STT_NOTYPE by `normalize`.
-                (s.is_func() || s.kind == elf::STT_NOTYPE.0)
-                    && !s.name.is_empty()
-                    && !s.name.starts_with(".L")
-                    && s.section
-                        .and_then(|i| patched.sec(i))
-                        .is_some_and(|sec| sec.name == name)
-                    && !matches!(s.name.as_str(), "init_module" | "cleanup_module")
-            })
-            .map(|s| s.name.clone())
+            .filter(|(n, v)| !before.iter().any(|(m, w)| m == n && w == v))
+            .map(|(n, _)| n.clone())
             .collect();
-        let symbol = if funcs.is_empty() {
+        if changed.is_empty() {
+            changed = after.iter().map(|(n, _)| n.clone()).collect();
+        }
+        let symbol = if changed.is_empty() {
             name.to_owned()
         } else {
-            funcs.join(", ")
+            changed.join(", ")
         };
         out.push(Refusal {
             kind: RefusalKind::InitCode,
@@ -123,4 +153,42 @@ pub fn init_changes(orig: &ObjectFile, patched: &ObjectFile) -> Vec<Refusal> {
         });
     }
     out
+}
+
+/// Both objects of a kernel pair normalized ([`normalize`]) and parsed, or
+/// the [`Error::Refused`] naming the `__init`/`__exit` functions the fix
+/// changes ([`init_changes`]).
+pub fn normalize_pair(
+    orig: &[u8],
+    orig_name: &str,
+    patched: &[u8],
+    patched_name: &str,
+) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    let o = normalize(orig, orig_name)?;
+    let p = normalize(patched, patched_name)?;
+    let init = init_changes(
+        &ObjectFile::parse(&o, orig_name)?,
+        &ObjectFile::parse(&p, patched_name)?,
+    );
+    if !init.is_empty() {
+        return Err(Error::Refused {
+            file: patched_name.to_owned(),
+            refusals: init,
+        });
+    }
+    Ok((o, p))
+}
+
+/// `hotfix diff --kernel`: the object diff of one kernel object pair, with
+/// the normalization `hotfix build --kernel` applies (`__init`/`__exit`
+/// code compared, refused when changed, otherwise opaque).
+pub fn diff_kernel_objects(
+    orig: &[u8],
+    orig_name: &str,
+    patched: &[u8],
+    patched_name: &str,
+    opts: &crate::DiffOptions,
+) -> Result<crate::DiffReport, Error> {
+    let (o, p) = normalize_pair(orig, orig_name, patched, patched_name)?;
+    crate::diff_objects(&o, orig_name, &p, patched_name, opts)
 }

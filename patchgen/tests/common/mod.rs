@@ -50,11 +50,23 @@ impl Pair {
 
 /// Compiles `src` (a C file) as `<dir>/<name>.c` → `<dir>/<name>.o`.
 pub fn gcc(src: &Path, dir: &Path, name: &str, flags: &[&str], sections: bool) -> PathBuf {
+    compile("gcc", src, dir, name, flags, sections)
+}
+
+/// Compiles `src` with compiler `cc` (`gcc`, `clang`) as `<dir>/<name>.c`.
+pub fn compile(
+    cc: &str,
+    src: &Path,
+    dir: &Path,
+    name: &str,
+    flags: &[&str],
+    sections: bool,
+) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let c = dir.join(format!("{name}.c"));
     std::fs::copy(src, &c).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
     let o = dir.join(format!("{name}.o"));
-    let mut cmd = Command::new("gcc");
+    let mut cmd = Command::new(cc);
     cmd.current_dir(dir).arg("-c").args(flags);
     if sections {
         cmd.args(["-ffunction-sections", "-fdata-sections"]);
@@ -64,10 +76,10 @@ pub fn gcc(src: &Path, dir: &Path, name: &str, flags: &[&str], sections: bool) -
         .arg("-o")
         .arg(&o)
         .output()
-        .expect("gcc is required (scripts/setup installs it)");
+        .unwrap_or_else(|e| panic!("{cc}: {e}; scripts/setup installs gcc and clang"));
     assert!(
         out.status.success(),
-        "gcc {flags:?} {}: {}",
+        "{cc} {flags:?} {}: {}",
         src.display(),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -78,19 +90,29 @@ pub fn gcc(src: &Path, dir: &Path, name: &str, flags: &[&str], sections: bool) -
 /// Both are compiled as `<case>.c` in different directories, like the
 /// original and the fixed tree of one project.
 pub fn build(case: &str, flags: &[&str]) -> Pair {
+    build_cc("gcc", case, flags)
+}
+
+/// [`build`] with compiler `cc`.
+pub fn build_cc(cc: &str, case: &str, flags: &[&str]) -> Pair {
     let dir = tempfile::tempdir().unwrap();
     let src = cases_dir().join(case);
     let extra = std::fs::read_to_string(src.join("flags")).unwrap_or_default();
+    // Kernel-style cases include the shared `kstyle.h`.
+    let include = format!("-I{}", cases_dir().display());
     let mut all: Vec<&str> = flags.to_vec();
     all.extend(extra.split_whitespace());
-    let orig = gcc(
+    all.push(&include);
+    let orig = compile(
+        cc,
         &src.join("orig.c"),
         &dir.path().join("orig"),
         case,
         &all,
         true,
     );
-    let patched = gcc(
+    let patched = compile(
+        cc,
         &src.join("patched.c"),
         &dir.path().join("patched"),
         case,

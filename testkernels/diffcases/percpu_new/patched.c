@@ -1,0 +1,13 @@
+/* A fix adding a per-CPU variable (DEFINE_PER_CPU: .data..percpu): per-CPU
+ * areas are laid out at load, a patch cannot add one: refused
+ * (new-percpu-data), naming the variable. */
+#include "kstyle.h"
+int count;
+__percpu_var int pcpu_count;
+
+int account(int x)
+{
+    count += x;
+    pcpu_count += x;
+    return count;
+}
