@@ -17,6 +17,7 @@
 //! existing section keeps its bytes and offset.
 
 use crate::Error;
+use crate::bytes::Bytes;
 use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags};
 
 /// Name of the section holding the expectations.
@@ -81,12 +82,6 @@ pub fn expected_site(orig: &[u8], func: &str) -> Option<String> {
     Some(out)
 }
 
-fn rd(b: &[u8], at: usize, len: usize) -> Option<u64> {
-    let mut v = [0u8; 8];
-    v.get_mut(..len)?.copy_from_slice(b.get(at..at + len)?);
-    Some(u64::from_le_bytes(v))
-}
-
 /// Appends a non-allocated `SHT_PROGBITS` section `name` holding `data` to
 /// an ELF64 little-endian relocatable image.
 pub fn add_section(image: &[u8], name: &str, data: &[u8], file: &str) -> Result<Vec<u8>, Error> {
@@ -94,24 +89,42 @@ pub fn add_section(image: &[u8], name: &str, data: &[u8], file: &str) -> Result<
         file: file.to_string(),
         reason: format!("appending {name}: {reason}"),
     };
-    let shoff = rd(image, 0x28, 8).ok_or_else(|| bad("no ELF header"))? as usize;
-    let shentsize = rd(image, 0x3a, 2).ok_or_else(|| bad("no ELF header"))? as usize;
-    let shnum = rd(image, 0x3c, 2).ok_or_else(|| bad("no ELF header"))? as usize;
-    let shstrndx = rd(image, 0x3e, 2).ok_or_else(|| bad("no ELF header"))? as usize;
+    let file_bytes = Bytes(image);
+    let field = |at: u64, len: u64| -> Result<u64, Error> {
+        let mut b = file_bytes
+            .at(at)
+            .map_err(|e| bad(&format!("ELF header: {e}")))?;
+        let v = match len {
+            2 => b.read_u16().map(u64::from),
+            _ => b.read_u64(),
+        };
+        v.map_err(|e| bad(&format!("ELF header: {e}")))
+    };
+    let shoff = field(0x28, 8)?;
+    let shentsize = field(0x3a, 2)?;
+    let shnum = field(0x3c, 2)?;
+    let shstrndx = field(0x3e, 2)?;
     if shentsize != 64 || shnum == 0 || shstrndx >= shnum || shnum >= 0xff00 {
         return Err(bad("unexpected section header table"));
     }
-    let headers = image
-        .get(shoff..shoff + shnum * 64)
-        .ok_or_else(|| bad("section headers outside the file"))?;
-    let str_hdr = &headers[shstrndx * 64..shstrndx * 64 + 64];
+    let headers = file_bytes
+        .range(shoff, shnum * 64)
+        .map_err(|e| bad(&format!("section headers: {e}")))?
+        .data();
+    let mut str_hdr = Bytes(headers)
+        .range(shstrndx * 64, 64)
+        .and_then(|h| h.at(0x18))
+        .map_err(|e| bad(&format!("name table header: {e}")))?;
     let (str_off, str_size) = (
-        rd(str_hdr, 0x18, 8).unwrap_or(0) as usize,
-        rd(str_hdr, 0x20, 8).unwrap_or(0) as usize,
+        str_hdr.read_u64().map_err(|e| bad(&e.to_string()))?,
+        str_hdr.read_u64().map_err(|e| bad(&e.to_string()))?,
     );
-    let names = image
-        .get(str_off..str_off + str_size)
-        .ok_or_else(|| bad("section names outside the file"))?;
+    let names = file_bytes
+        .range(str_off, str_size)
+        .map_err(|e| bad(&format!("section names: {e}")))?
+        .data();
+    // Both below 0xff00: the casts cannot truncate.
+    let (shnum, shstrndx) = (shnum as usize, shstrndx as usize);
     let mut out = image.to_vec();
     let align = |v: &mut Vec<u8>, a: usize| v.resize(v.len().div_ceil(a) * a, 0);
     // The data.
@@ -210,6 +223,41 @@ mod tests {
         let obj = object_with_fentry();
         assert_eq!(expected_site(&obj, "f").as_deref(), Some("488b05...."));
         assert_eq!(expected_site(&obj, "missing"), None);
+    }
+
+    /// Hostile section-header fields (offsets near `u64::MAX`, counts that
+    /// overflow a multiplication, a name table past the end) are errors
+    /// naming the file, never a wrapped offset or a panic.
+    #[test]
+    fn hostile_headers_are_errors() {
+        let obj = object_with_fentry();
+        let with = |at: usize, bytes: &[u8]| {
+            let mut o = obj.clone();
+            o[at..at + bytes.len()].copy_from_slice(bytes);
+            o
+        };
+        let cases = [
+            with(0x28, &u64::MAX.to_le_bytes()),
+            with(0x28, &(u64::MAX - 63).to_le_bytes()),
+            with(0x3c, &0xfeffu16.to_le_bytes()),
+            with(0x3e, &0xfefeu16.to_le_bytes()),
+            obj[..0x30].to_vec(),
+            Vec::new(),
+        ];
+        for (i, bad) in cases.iter().enumerate() {
+            let e = add_section(bad, SECTION, b"x", "hostile.ko").unwrap_err();
+            assert!(e.to_string().contains("hostile.ko"), "case {i}: {e}");
+        }
+        // A name table whose offset points past the file.
+        let field = |at: usize, n: usize| {
+            let mut v = [0u8; 8];
+            v[..n].copy_from_slice(&obj[at..at + n]);
+            usize::try_from(u64::from_le_bytes(v)).unwrap()
+        };
+        let names_hdr = field(0x28, 8) + field(0x3e, 2) * 64;
+        let bad = with(names_hdr + 0x18, &(u64::MAX - 2).to_le_bytes());
+        let e = add_section(&bad, SECTION, b"x", "hostile.ko").unwrap_err();
+        assert!(e.to_string().contains("section names"), "{e}");
     }
 
     #[test]
