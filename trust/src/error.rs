@@ -1,8 +1,8 @@
 //! The one error type of `trust`. Every variant names the file concerned
 //! (the patch, its signature, the key file, the trust directory or the audit
 //! log); [`Error::status`] gives the CLI's exit status: 6 (untrusted) for
-//! every reason a patch could not be verified, 1 for signing and audit
-//! failures.
+//! every reason a patch could not be verified (trust directory problems
+//! included), 1 for an unreadable patch, signing and audit failures.
 
 use patchgen::Status;
 use std::path::PathBuf;
@@ -129,7 +129,7 @@ impl Error {
     /// The exit status this error maps to.
     pub fn status(&self) -> Status {
         match self {
-            Error::Sign { .. } | Error::Chain { .. } => Status::Error,
+            Error::Sign { .. } | Error::Chain { .. } | Error::Read { .. } => Status::Error,
             _ => Status::Untrusted,
         }
     }
