@@ -66,14 +66,21 @@ fn world_writable(dir: &Path, path: &Path) -> Result<()> {
 }
 
 fn read_key(path: &Path) -> Result<PublicKey> {
-    let bad = |detail: String| Error::BadKey {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::BadKey {
         path: path.to_path_buf(),
-        detail,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("unreadable: {e}")))?;
-    PublicKeyBox::from_string(&text)
+        detail: format!("unreadable: {e}"),
+    })?;
+    parse_key(path, &text)
+}
+
+/// Parses the text of a minisign public key file (`path` for errors).
+pub fn parse_key(path: &Path, text: &str) -> Result<PublicKey> {
+    PublicKeyBox::from_string(text)
         .and_then(PublicKeyBox::into_public_key)
-        .map_err(|e| bad(format!("not a minisign public key: {e}")))
+        .map_err(|e| Error::BadKey {
+            path: path.to_path_buf(),
+            detail: format!("not a minisign public key: {e}"),
+        })
 }
 
 fn read_revoked(path: &Path) -> Result<BTreeSet<String>> {
@@ -87,6 +94,11 @@ fn read_revoked(path: &Path) -> Result<BTreeSet<String>> {
             });
         }
     };
+    parse_revoked(path, &text)
+}
+
+/// Parses the text of a revocation list (`path` for errors).
+pub fn parse_revoked(path: &Path, text: &str) -> Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
     for (i, line) in text.lines().enumerate() {
         let id = line.split('#').next().unwrap_or("").trim();
