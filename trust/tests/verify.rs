@@ -266,3 +266,28 @@ fn the_minisign_tool_verifies_hotfix_signatures() {
     std::fs::write(&p, b"tooL").expect("tamper");
     assert!(!tool(&p).status.success());
 }
+
+#[test]
+fn a_short_global_signature_is_an_error_not_the_crates_panic() {
+    let lab = Lab::new();
+    let p = lab.signed("a.hfx", b"x");
+    let s = trust::signature_path(&p);
+    let text = std::fs::read_to_string(&s).expect("sig");
+    let lines: Vec<&str> = text.lines().collect();
+    // A fourth line of valid base64 that decodes to 3 bytes.
+    let short = format!("{}\n{}\n{}\nAAAA\n", lines[0], lines[1], lines[2]);
+    // The minisign crate alone parses it, then panics verifying it
+    // (indexes the 64-byte signature): why parse_signature checks first.
+    let sig = minisign::SignatureBox::from_string(&short).expect("the crate parses it");
+    let pk = minisign::PublicKey::from_file(lab.dir.join("k.pub")).expect("key");
+    let crate_result = std::panic::catch_unwind(|| {
+        minisign::verify(&pk, &sig, std::io::Cursor::new(b"x"), true, false, false)
+    });
+    assert!(
+        crate_result.is_err(),
+        "minisign 0.7.9 no longer panics: the pre-check may go"
+    );
+    std::fs::write(&s, short).expect("write");
+    let e = lab.verify(&p).expect_err("short");
+    assert!(matches!(e, Error::BadSignature { .. }), "{e}");
+}
