@@ -64,8 +64,9 @@ impl Lab {
         text.lines()
             .next()
             .and_then(|l| l.rsplit(' ').next())
+            .and_then(|id| u64::from_str_radix(id, 16).ok())
+            .map(|n| format!("{n:016X}"))
             .expect("key id")
-            .to_string()
     }
     /// `hotfix` with this lab's trust directory and audit log, nothing
     /// from the environment.

@@ -3,7 +3,8 @@
 //!
 //! Model: a directory (default [`DEFAULT_TRUST_DIR`]) holding minisign public
 //! key files named `*.pub` and an optional revocation list [`REVOKED_FILE`]
-//! (one 16-hex-digit key id per line, `#` starts a comment). The directory
+//! (one key id per line, up to 16 hex digits as minisign prints it, `#`
+//! starts a comment). The directory
 //! and its files must not be world-writable (anyone could add a key). Every
 //! file in it is read and parsed when it is loaded: a garbage key file is an
 //! error naming it, never skipped.
@@ -105,13 +106,21 @@ pub fn parse_revoked(path: &Path, text: &str) -> Result<BTreeSet<String>> {
         if id.is_empty() {
             continue;
         }
-        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // minisign prints key ids without leading zeros in some places
+        // (`minisign -G`'s comment) and with them in others: both are taken.
+        let parsed = (id.len() <= 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u64::from_str_radix(id, 16).ok())
+            .flatten();
+        let Some(n) = parsed else {
             return Err(Error::BadKey {
                 path: path.to_path_buf(),
-                detail: format!("line {}: {id:?} is not a key id (16 hex digits)", i + 1),
+                detail: format!(
+                    "line {}: {id:?} is not a key id (up to 16 hex digits)",
+                    i + 1
+                ),
             });
-        }
-        out.insert(id.to_ascii_uppercase());
+        };
+        out.insert(format!("{n:016X}"));
     }
     Ok(out)
 }
