@@ -10,6 +10,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$here/corpus/inspect" "$here/corpus/read_meta" "$here/corpus/diff"
+mkdir -p "$here/corpus/signature" "$here/corpus/trust_files"
 mkdir -p "$tmp/orig" "$tmp/patched"
 cat >"$tmp/orig/vcpu.c" <<'C'
 extern int printf(const char *, ...);
@@ -49,4 +50,21 @@ for opt in -O1 -O2 -O3 -Os "-O2 -fPIC" "-O2 -fPIE"; do
         cp "$tmp/p$n.o" "$here/corpus/inspect/patch$n.o"
     fi
 done
-echo "seeds: $(ls "$here/corpus/inspect" | wc -l) inspect, $(ls "$here/corpus/read_meta" | wc -l) read_meta, $(ls "$here/corpus/diff" | wc -l) diff"
+# Trust readers: a key made by minisign, signatures (hotfix's trusted
+# comment, and the tool's default) of the message the `signature` target
+# verifies ("patch"), a revocation list and a chained audit log written by
+# hotfix (two failed reverts of a payload that does not exist).
+minisign -G -W -p "$tmp/k.pub" -s "$tmp/k.key" >/dev/null
+printf patch >"$tmp/m.hfx"
+sha="$(sha256sum "$tmp/m.hfx" | cut -d' ' -f1)"
+minisign -S -s "$tmp/k.key" -m "$tmp/m.hfx" -x "$tmp/hotfix.minisig" \
+    -t "{\"hotfix\":1,\"kind\":\"hfx\",\"file\":\"m.hfx\",\"sha256\":\"$sha\",\"id\":\"m\",\"target\":\"00\"}" >/dev/null
+{ cat "$tmp/k.pub"; echo "--"; cat "$tmp/hotfix.minisig"; } >"$here/corpus/signature/hotfix"
+minisign -S -s "$tmp/k.key" -m "$tmp/m.hfx" -x "$tmp/tool.minisig" -t "timestamp:1" >/dev/null
+{ cat "$tmp/k.pub"; echo "--"; cat "$tmp/tool.minisig"; } >"$here/corpus/signature/tool"
+cp "$tmp/k.pub" "$here/corpus/trust_files/key.pub"
+printf '# revoked\n%s\n' "$(sed -n '1s/.* //p' "$tmp/k.pub")" >"$here/corpus/trust_files/revoked"
+HOTFIX_AUDIT_LOG="$tmp/audit.jsonl" "$hotfix" revert no-such-payload --xen >/dev/null 2>&1 || true
+HOTFIX_AUDIT_LOG="$tmp/audit.jsonl" "$hotfix" revert no-such-payload --xen >/dev/null 2>&1 || true
+cp "$tmp/audit.jsonl" "$here/corpus/trust_files/audit.jsonl"
+echo "seeds: $(ls "$here/corpus/inspect" | wc -l) inspect, $(ls "$here/corpus/read_meta" | wc -l) read_meta, $(ls "$here/corpus/diff" | wc -l) diff, $(ls "$here/corpus/signature" | wc -l) signature, $(ls "$here/corpus/trust_files" | wc -l) trust_files"

@@ -2,7 +2,8 @@
 //! dispatch to a subcommand module, map errors to stable exit statuses.
 //!
 //! Exit statuses: 0 done; 1 error; 2 usage; 3 unsafe now (nothing changed);
-//! 4 target mismatch (nothing changed); 5 no functional change.
+//! 4 target mismatch (nothing changed); 5 no functional change; 6 untrusted
+//! (the patch's signature is missing or does not verify; nothing changed).
 
 mod cmd;
 mod sys;
@@ -40,6 +41,10 @@ enum Command {
     Revert(cmd::revert::Args),
     /// List the patches applied to a running process.
     List(cmd::list::Args),
+    /// Sign patch files (detached minisign signatures, PATCH.minisig).
+    Sign(cmd::sign::Args),
+    /// The audit log: `hotfix audit verify` checks its hash chain.
+    Audit(cmd::audit::Args),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +98,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Apply(a) => cmd::apply::run(a, g),
         Command::Revert(a) => cmd::revert::run(a, g),
         Command::List(a) => cmd::list::run(a, g),
+        Command::Sign(a) => cmd::sign::run(a, g),
+        Command::Audit(a) => cmd::audit::run(a, g),
     }
 }
 
@@ -122,6 +129,9 @@ fn status_of(e: &anyhow::Error) -> patchgen::Status {
             return err.status();
         }
         if let Some(err) = cause.downcast_ref::<loader::Error>() {
+            return err.status();
+        }
+        if let Some(err) = cause.downcast_ref::<trust::Error>() {
             return err.status();
         }
         if let Some(s) = cause.downcast_ref::<cmd::UsageError>() {

@@ -12,7 +12,10 @@ use common::{Lab, assert_consecutive, counters};
 use std::time::Duration;
 
 fn hotfix() -> Command {
-    Command::cargo_bin("hotfix").unwrap()
+    // Test patches are unsigned: opt out of the trust gate (docs/trust.md).
+    let mut c = Command::cargo_bin("hotfix").unwrap();
+    c.env("HOTFIX_ALLOW_UNSIGNED", "1");
+    c
 }
 
 #[test]

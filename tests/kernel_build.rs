@@ -474,3 +474,54 @@ fn vmlinux_pr_debug_moved_is_no_change_and_a_message_fix_builds() {
     assert!(t.contains("carried __jump_table: 2 entries"), "{t}");
     assert!(ko.exists());
 }
+
+#[test]
+fn sign_key_appends_a_module_signature_for_enforcing_kernels() {
+    if headers().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pem = dir.path().join("signing_key.pem");
+    let o = Command::new("openssl")
+        .args(["req", "-new", "-nodes", "-utf8", "-sha256", "-days", "3650"])
+        .args(["-batch", "-x509", "-subj", "/CN=hotfix test module key"])
+        .args(["-newkey", "rsa:2048", "-outform", "PEM", "-keyout"])
+        .arg(&pem)
+        .arg("-out")
+        .arg(&pem)
+        .output()
+        .unwrap_or_else(|e| panic!("openssl: {e}"));
+    assert!(o.status.success(), "{}", text(&o));
+    let ko = dir.path().join("lp_range.ko");
+    let pem_s = pem.to_string_lossy().into_owned();
+    let o = build_from(
+        &root().join("testkernels/kmod/x2apic"),
+        "x2apic-range.patch",
+        &ko,
+        &["--sign-key", &pem_s, "--sign-cert", &pem_s],
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("module signature appended"), "{t}");
+    let bytes = std::fs::read(&ko).unwrap_or_else(|e| panic!("{e}"));
+    assert!(bytes.ends_with(b"~Module signature appended~\n"));
+    // Still a module hotfix can read (and sign for its trust directory).
+    let info = Command::new("modinfo")
+        .arg(&ko)
+        .output()
+        .unwrap_or_else(|e| panic!("modinfo: {e}"));
+    let it = text(&info);
+    assert!(it.contains("sig_id:") && it.contains("PKCS#7"), "{it}");
+    assert!(
+        it.contains("signer:") && it.contains("hotfix test module key"),
+        "{it}"
+    );
+    // A key without a certificate is a usage error.
+    let o = build_from(
+        &root().join("testkernels/kmod/x2apic"),
+        "x2apic-range.patch",
+        &dir.path().join("x.ko"),
+        &["--sign-key", &pem_s],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}

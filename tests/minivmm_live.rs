@@ -15,7 +15,10 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 fn hotfix() -> Command {
-    Command::cargo_bin("hotfix").expect("hotfix binary")
+    // Test patches are unsigned: opt out of the trust gate (docs/trust.md).
+    let mut c = Command::cargo_bin("hotfix").expect("hotfix binary");
+    c.env("HOTFIX_ALLOW_UNSIGNED", "1");
+    c
 }
 
 /// A running minivmm, killed when dropped.
@@ -219,6 +222,7 @@ fn hotfix_killed_after_the_first_jump_leaves_no_mix() {
         .arg(&patch)
         .args(["--pid", &vmm.pid()])
         .env("HOTFIX_FAULT", "jump-1")
+        .env("HOTFIX_ALLOW_UNSIGNED", "1")
         .output()
         .expect("run hotfix");
     use std::os::unix::process::ExitStatusExt;

@@ -13,7 +13,10 @@ use std::process::{Command, Output};
 use support::{Running, field};
 
 fn hotfix() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hotfix"))
+    // Test patches are unsigned: opt out of the trust gate (docs/trust.md).
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hotfix"));
+    c.env("HOTFIX_ALLOW_UNSIGNED", "1");
+    c
 }
 
 fn src() -> PathBuf {

@@ -27,7 +27,10 @@ fn repo() -> &'static Path {
 }
 
 fn hotfix() -> Command {
-    Command::cargo_bin("hotfix").expect("hotfix binary")
+    // Test patches are unsigned: opt out of the trust gate (docs/trust.md).
+    let mut c = Command::cargo_bin("hotfix").expect("hotfix binary");
+    c.env("HOTFIX_ALLOW_UNSIGNED", "1");
+    c
 }
 
 /// What `scripts/real-project fetch` reports.

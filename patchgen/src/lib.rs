@@ -49,4 +49,7 @@ pub enum Status {
     Mismatch = 4,
     /// 5: no functional change between the two inputs.
     NoChange = 5,
+    /// 6: untrusted: the patch's signature is missing, by an unknown or
+    /// revoked key, for another file, or does not match; nothing changed.
+    Untrusted = 6,
 }

@@ -2,10 +2,14 @@
 //! apply a userspace patch to a running process, or to every process that
 //! maps the object the patch targets.
 //!
-//! Thin wrapper over [`loader::apply`] / [`loader::apply_all`]. Exit status 0
-//! when applied; 3 when a function stayed busy until the timeout; 4 on a
-//! build-id or expected-bytes mismatch (nothing changed); 1 otherwise. With
-//! `--all`, the worst status of all processes; each one is reported.
+//! Thin wrapper over [`loader::apply`] / [`loader::apply_all`]. Before any
+//! target is read, the patch's signature is verified against the trust
+//! directory ([`super::trust::gate`]); the outcome (or the refusal) is one
+//! line of the audit log. Exit status 0 when applied; 3 when a function
+//! stayed busy until the timeout; 4 on a build-id or expected-bytes mismatch
+//! (nothing changed); 6 when the patch is not trusted (nothing changed); 1
+//! otherwise. With `--all`, the worst status of all processes; each one is
+//! reported.
 
 use super::UsageError;
 use serde::Serialize;
@@ -43,6 +47,10 @@ pub struct Args {
     /// Root of separate debuginfo (`DIR/.build-id/xx/rest.debug`).
     #[arg(long, env = "HOTFIX_DEBUG_DIR", default_value = "/usr/lib/debug")]
     pub debug_dir: PathBuf,
+    #[command(flatten)]
+    pub trust: super::trust::TrustArgs,
+    #[command(flatten)]
+    pub audit: super::trust::AuditArgs,
 }
 
 #[derive(Serialize)]
@@ -76,11 +84,34 @@ pub fn describe(verb: &str, r: &loader::Report) -> String {
     s
 }
 
-/// Runs `hotfix apply`.
+/// The target of an apply, in words, for the audit log.
+fn target_of(args: &Args) -> String {
+    match (args.xen, args.kernel, args.pid) {
+        (true, _, _) => "xen".into(),
+        (_, true, _) => "kernel".into(),
+        (_, _, Some(pid)) => format!("pid {pid}"),
+        _ => "every process mapping the target".into(),
+    }
+}
+
+/// Runs `hotfix apply`: usage checks, the trust gate, the apply, its record.
 pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
     if args.replace && !args.xen {
         return Err(UsageError("--replace applies to Xen payloads only: add --xen".into()).into());
     }
+    if !args.xen && !args.kernel && args.pid.is_some() == args.all {
+        return Err(UsageError("give exactly one of --pid PID or --all".into()).into());
+    }
+    let target = target_of(&args);
+    let mut audit = super::trust::Audit::open(&args.audit)?;
+    let admitted = super::trust::gate(&args.patch, &target, &args.trust, &mut audit)?;
+    let what = format!("apply {} to {target}", args.patch.display());
+    let result = apply(args, global);
+    audit.outcome("apply", what, &target, Some(&admitted), &result)?;
+    result
+}
+
+fn apply(args: Args, global: super::Global) -> anyhow::Result<u8> {
     if args.xen {
         return super::xen::apply(&args.patch, args.replace, args.timeout, global);
     }

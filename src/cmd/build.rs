@@ -67,6 +67,15 @@ pub struct BuildArgs {
     /// livepatch when applied).
     #[arg(long, requires = "kernel")]
     pub replace: bool,
+    /// With `--kernel`: sign the module for kernels that enforce module
+    /// signatures, with the build tree's `scripts/sign-file` and this
+    /// private key (PEM; needs `--sign-cert`). See docs/trust.md.
+    #[arg(long, value_name = "KEY.pem", requires_all = ["kernel", "sign_cert"])]
+    pub sign_key: Option<PathBuf>,
+    /// With `--sign-key`: the X.509 certificate of that key (PEM or DER),
+    /// trusted by the target kernel (built in, or enrolled as a MOK).
+    #[arg(long, value_name = "CERT", requires = "sign_key")]
+    pub sign_cert: Option<PathBuf>,
     /// Build a Xen hypervisor live-patch payload from the built Xen tree
     /// given with `--src` (see `docs/xen.md`).
     #[arg(long, conflicts_with_all = ["prepare", "pid", "against", "binary", "kernel"])]

@@ -2,7 +2,8 @@
 //! every VMM process — live, falling back to draining its VMs to a peer when
 //! a live patch is refused.
 //!
-//! Thin wrapper over [`hvpatch::host`]: the arguments become a
+//! Thin wrapper over [`hvpatch::host`]: every patch's signature is verified
+//! first (exit 6 when one is not trusted, nothing read or changed); the arguments become a
 //! [`hvpatch::host::Spec`], the plan is built (every patch and process read,
 //! nothing changed) and printed; with `--plan` that is all. Otherwise the
 //! plan runs and every step is appended to the audit log (`--audit-log`).
@@ -58,9 +59,11 @@ pub struct ApplyArgs {
     /// How long each live patch retries while a function is busy.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    /// Append-only audit log (JSON lines).
+    /// Append-only audit log (JSON lines, hash-chained).
     #[arg(long, env = "HOTFIX_AUDIT_LOG", default_value = hvpatch::audit::DEFAULT_PATH)]
     pub audit_log: PathBuf,
+    #[command(flatten)]
+    pub trust: super::trust::TrustArgs,
     /// Largest downtime QEMU may plan for when draining, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 50)]
     pub downtime_limit: u64,
@@ -75,6 +78,13 @@ pub struct ApplyArgs {
 /// Runs `hotfix host`.
 pub fn run(args: Args, global: super::Global) -> Result<u8> {
     let HostCommand::Apply(a) = args.command;
+    // Every patch is verified before the plan reads any target.
+    let mut audit = super::trust::Audit::open(&super::trust::AuditArgs {
+        audit_log: a.audit_log.clone(),
+    })?;
+    for p in &a.patches {
+        super::trust::gate(p, "host", &a.trust, &mut audit)?;
+    }
     let spec = Spec {
         patches: a.patches,
         vms: a.vms,

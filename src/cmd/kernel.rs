@@ -196,7 +196,7 @@ pub fn build(args: &super::build::BuildArgs, global: Global) -> anyhow::Result<u
         module_src: args.src.clone(),
         diff: diff.clone(),
         output: output.clone(),
-        headers,
+        headers: headers.clone(),
         name: args.id.clone(),
         replace: args.replace,
         description: args.description.clone(),
@@ -207,6 +207,16 @@ pub fn build(args: &super::build::BuildArgs, global: Global) -> anyhow::Result<u
         }),
     };
     let out = patchgen::kernel::build_klp(&plan)?;
+    if let (Some(key), Some(cert)) = (&args.sign_key, &args.sign_cert) {
+        patchgen::kernel::modsign::sign_module(&headers, key, cert, &out.output)?;
+        if !global.json {
+            println!(
+                "{}: module signature appended (sign-file sha256, key {})",
+                out.output.display(),
+                key.display()
+            );
+        }
+    }
     if global.json {
         super::print_json(&out)?;
         return Ok(0);

@@ -3,6 +3,7 @@
 //! human text or as one JSON document (`--json`).
 
 pub mod apply;
+pub mod audit;
 pub mod build;
 pub mod diff;
 pub mod drain;
@@ -12,6 +13,8 @@ pub mod inspect;
 pub mod kernel;
 pub mod list;
 pub mod revert;
+pub mod sign;
+pub mod trust;
 pub mod xen;
 
 /// Options shared by every subcommand.

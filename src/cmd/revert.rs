@@ -1,7 +1,8 @@
 //! `hotfix revert PATCH_ID --pid PID [--timeout 10s]`: undo a patch applied
 //! to a running process (last-in-first-out per function).
 //!
-//! Thin wrapper over [`loader::revert`]. Exit status 0 when reverted; 3 when
+//! Thin wrapper over [`loader::revert`]; the outcome is one line of the
+//! audit log. Exit status 0 when reverted; 3 when
 //! the patch's code stayed on a stack until the timeout; 1 otherwise (not
 //! applied, or a later patch is stacked on it).
 
@@ -26,10 +27,25 @@ pub struct Args {
     /// How long to retry while the patch's code is on a stack.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub audit: super::trust::AuditArgs,
 }
 
-/// Runs `hotfix revert`.
+/// Runs `hotfix revert`, recording its outcome in the audit log.
 pub fn run(args: Args, global: super::Global) -> anyhow::Result<u8> {
+    let target = match (args.xen, args.pid) {
+        (true, _) => "xen".to_string(),
+        (_, Some(pid)) => format!("pid {pid}"),
+        _ => "kernel".to_string(),
+    };
+    let mut audit = super::trust::Audit::open(&args.audit)?;
+    let what = format!("revert {} from {target}", args.id);
+    let result = revert(args, global);
+    audit.outcome("revert", what, &target, None, &result)?;
+    result
+}
+
+fn revert(args: Args, global: super::Global) -> anyhow::Result<u8> {
     let opts = loader::Options {
         timeout: args.timeout,
         ..loader::Options::default()

@@ -30,6 +30,7 @@
 pub mod jump;
 pub mod kbuild;
 pub mod link;
+pub mod modsign;
 pub mod normalize;
 pub mod special;
 pub mod vmlinux;
