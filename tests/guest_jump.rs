@@ -142,9 +142,6 @@ fn wait_version(g: &mut Guest, v: u32) {
     assert_eq!(o.rc, 0, "worker never reported version {v}: {}", o.out);
 }
 
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
 
 #[test]
 fn jump_method_in_guest() {
@@ -179,7 +176,7 @@ fn jump_method_in_guest() {
         list.contains("lp_x2apic enabled [jump] (applied at"),
         "{list}"
     );
-    let l = json(&g.ok("hotfix list --kernel --json"));
+    let l = g.json("hotfix list --kernel --json");
     assert_eq!(l[0]["method"], "jump");
     assert_eq!(l[0]["state"]["objects"][0]["name"], "hfx_x2apic");
     assert_eq!(l[0]["record"]["method"], "jump");
@@ -417,7 +414,7 @@ fn jump_method_in_guest() {
 
     // --- Figures: jump stop window vs klp transition, same guest, quiet.
     for _ in 0..5 {
-        let a = json(&g.ok(&format!("hotfix apply {M}/lp_x2apic.ko {jump} --json")));
+        let a = g.json(&format!("hotfix apply {M}/lp_x2apic.ko {jump} --json"));
         g.ok("hotfix revert lp_x2apic --kernel");
         eprintln!(
             "BENCH jump apply: stop window {} ns, stop_machine {} ns, load {} us",
@@ -425,7 +422,7 @@ fn jump_method_in_guest() {
         );
     }
     for _ in 0..5 {
-        let a = json(&g.ok(&format!("hotfix apply {M}/lp_x2apic.ko --kernel --json")));
+        let a = g.json(&format!("hotfix apply {M}/lp_x2apic.ko --kernel --json"));
         g.ok("hotfix revert lp_x2apic --kernel");
         eprintln!(
             "BENCH klp apply: transition {} us, load {} us",

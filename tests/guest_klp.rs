@@ -67,8 +67,7 @@ fn klp_modules_apply_list_revert_in_guest() {
     assert_eq!(rdmsr(&mut g, "0x8ff"), "msr 0x8ff = 0x10ff");
     let list = g.ok("hotfix list --kernel");
     assert!(list.contains("lp_x2apic enabled (applied at"), "{list}");
-    let json: serde_json::Value = serde_json::from_str(&g.ok("hotfix list --kernel --json"))
-        .unwrap_or_else(|e| panic!("list --json: {e}"));
+    let json = g.json("hotfix list --kernel --json");
     assert_eq!(json[0]["state"]["name"], "lp_x2apic");
     assert_eq!(json[0]["state"]["enabled"], true);
     assert_eq!(json[0]["state"]["objects"][0]["name"], "hfx_x2apic");
@@ -148,9 +147,7 @@ fn klp_modules_apply_list_revert_in_guest() {
 
     // A module loaded after the patch is patched when it loads.
     g.ok("rmmod hfx_x2apic");
-    let out = g.ok(&format!("hotfix apply {M}/lp_x2apic.ko --kernel --json"));
-    let applied: serde_json::Value =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("apply --json: {e}: {out}"));
+    let applied = g.json(&format!("hotfix apply {M}/lp_x2apic.ko --kernel --json"));
     eprintln!(
         "lp_x2apic: load {} us, transition {} us",
         applied["record"]["load_us"], applied["record"]["transition_us"]

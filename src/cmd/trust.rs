@@ -56,10 +56,6 @@ pub fn admit(patch: &Path, t: &TrustArgs) -> Result<Admitted, trust::Error> {
     let start = Instant::now();
     let sig = trust::signature_path(patch);
     if t.allow_unsigned && !sig.exists() {
-        tracing::warn!(
-            "{}: unsigned, applied anyway because of --allow-unsigned (HOTFIX_ALLOW_UNSIGNED)",
-            patch.display()
-        );
         eprintln!(
             "hotfix: warning: {} is unsigned; allowed by --allow-unsigned",
             patch.display()

@@ -321,6 +321,18 @@ impl Guest {
         );
         o.out
     }
+
+    /// Runs a `hotfix ... --json` command that must succeed and parses its
+    /// standard output, the one JSON document. The agent merges a command's
+    /// stderr into its output, so stderr (hotfix's log lines and warnings,
+    /// e.g. the lab's `--allow-unsigned` warning) goes to a file that is
+    /// shown only when the command fails.
+    pub fn json(&mut self, cmd: &str) -> serde_json::Value {
+        let out = self.ok(&format!(
+            "{cmd} 2>/tmp/.hotfix-stderr; rc=$?; [ $rc = 0 ] || cat /tmp/.hotfix-stderr; exit $rc"
+        ));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{cmd}: not JSON ({e}): {out}"))
+    }
 }
 
 impl Drop for Guest {
