@@ -25,6 +25,12 @@
 //!   lists the pages written; revert removes the handler;
 //! - with `zram` loaded, `--method jump` applies and reverts it (expected
 //!   bytes verified against the loaded module), `block_state` still read;
+//! - not upstream (`testkernels/kmod/fixes/zram-disksize-statics.patch`,
+//!   our own change): `disksize_show` printing zram's statics `zram_major`
+//!   and `num_devices` (`.klp.rela.zram.*`), applied with klp before zram
+//!   loads; once zram loads, `/sys/block/zram0/disksize` shows zram's own
+//!   major (as in `/proc/devices`) and `devices=0` (zram's init counts
+//!   `num_devices=1` down to 0 as it adds the device); revert restores it;
 //! - no Oops/WARNING/BUG in dmesg.
 //!
 //! The bug itself (a race of `block_state` against a device reset) is not
@@ -45,6 +51,7 @@ use std::path::PathBuf;
 use testhost::Guest;
 
 const NAME: &str = "lp_cve_2026_89719";
+const STATICS: &str = "lp_zram_statics";
 const FIX: &str = "zram-read-block-state-CVE-2026-89719.patch";
 const LP: &str = "/sys/kernel/livepatch/lp_cve_2026_89719";
 const FTRACE: &str = "/sys/kernel/tracing/enabled_functions";
@@ -103,8 +110,17 @@ fn module_fix_applied_before_the_module_loads() {
         &[],
         &ko,
     );
+    let statics = out.join(format!("{STATICS}.ko"));
+    testhost::build_patch(
+        "--kernel-src",
+        &ksrc,
+        &testhost::root().join("testkernels/kmod/fixes/zram-disksize-statics.patch"),
+        &[],
+        &statics,
+    );
     let extra = [
         (ko, "/root/lp_cve_2026_89719.ko"),
+        (statics, "/root/lp_zram_statics.ko"),
         (shipped("mm/zsmalloc.ko"), "/root/zsmalloc.ko"),
         (shipped("drivers/block/zram/zram.ko"), "/root/zram.ko"),
     ];
@@ -127,6 +143,8 @@ fn module_fix_applied_before_the_module_loads() {
         "hotfix apply /root/{NAME}.ko --kernel --method klp"
     ));
     assert!(o.contains(NAME) && o.contains("read_block_state"), "{o}");
+    // Load and transition time, for docs/kernel-stable.md.
+    eprintln!("klp: {}", o.lines().next().unwrap_or_default());
     let list = g.ok("hotfix list --kernel");
     assert!(
         list.contains(NAME) && list.contains("read_block_state"),
@@ -158,10 +176,32 @@ fn module_fix_applied_before_the_module_loads() {
         "hotfix apply /root/{NAME}.ko --kernel --method jump"
     ));
     assert!(o.contains("expected bytes of the build verified"), "{o}");
+    eprintln!("jump: {}", o.lines().next().unwrap_or_default());
     four_pages(&g.ok("cat /sys/kernel/debug/zram/zram0/block_state"));
     g.ok(&format!("hotfix revert {NAME} --kernel"));
     g.ok(&format!("! grep -q '^{NAME} ' /proc/modules"));
 
-    g.ok("echo 1 > /sys/block/zram0/reset && rmmod zram && rmmod zsmalloc");
+    g.ok("echo 1 > /sys/block/zram0/reset && rmmod zram");
+
+    // Not upstream: a change reading zram's statics (`.klp.rela.zram`),
+    // applied before zram loads; the values livepatch resolved when zram
+    // loaded are zram's own (its major from /proc/devices).
+    g.ok(&format!(
+        "hotfix apply /root/{STATICS}.ko --kernel --method klp"
+    ));
+    g.ok("insmod /root/zram.ko num_devices=1");
+    let o =
+        g.ok("cat /sys/block/zram0/disksize; sed -n 's/^ *\\([0-9]*\\) zram$/\\1/p' /proc/devices");
+    let mut lines = o.lines();
+    let (shown, major) = (lines.next().unwrap_or(""), lines.next().unwrap_or("?"));
+    assert_eq!(
+        shown,
+        // zram_init counts num_devices (1) down to 0 as it adds zram0.
+        format!("0 hotfix-zram major={major} devices=0"),
+        "{o}"
+    );
+    g.ok(&format!("hotfix revert {STATICS} --kernel"));
+    assert_eq!(g.ok("cat /sys/block/zram0/disksize").trim(), "0");
+    g.ok("rmmod zram && rmmod zsmalloc");
     no_kernel_complaint(&mut g);
 }

@@ -564,6 +564,36 @@ fn vmlinux_pr_debug_moved_is_no_change_and_a_message_fix_builds() {
     assert!(ko.exists());
 }
 
+#[test]
+fn in_tree_module_statics_are_klp_symbols_of_the_module() {
+    if headers().is_none() {
+        return;
+    }
+    let Some(ksrc) = kernel_src::dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ko = dir.path().join("lp_zstat.ko");
+    let o = build_vmlinux_fix(&ksrc, "zram-disksize-statics.patch", &ko);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("replaces zram: disksize_show,0"), "{t}");
+    // zram's statics, positioned over the shipped zram.ko (unique there).
+    assert!(t.contains("klp symbol .klp.sym.zram.zram_major,0"), "{t}");
+    assert!(t.contains("klp symbol .klp.sym.zram.num_devices,0"), "{t}");
+    let sections = Command::new("readelf")
+        .arg("-SW")
+        .arg(&ko)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        sections.contains(".klp.rela.zram..text.disksize_show"),
+        "{sections}"
+    );
+    zram_source_restored(&ksrc);
+}
+
 /// The shared source tree holds the shipped zram_drv.c again; checked
 /// under the build's lock, since other tests build in the same tree.
 fn zram_source_restored(ksrc: &Path) {
