@@ -476,4 +476,32 @@ mod tests {
         assert!(objects_of_diff("", Path::new("x.patch")).is_err());
         assert!(objects_of_diff("+++ b/../etc/passwd.c\n", Path::new("x.patch")).is_err());
     }
+
+    #[test]
+    fn module_objects_are_told_by_kbuilds_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("drivers/block/zram");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(
+            sub.join(".zram_drv.o.cmd"),
+            "cmd_drivers/block/zram/zram_drv.o := gcc-12 -DMODULE -DKBUILD_BASENAME='\"zram_drv\"' \
+             -DKBUILD_MODNAME='\"zram\"' -D__KBUILD_MODNAME=kmod_zram -c -o x.o x.c\n",
+        )
+        .unwrap();
+        std::fs::write(
+            sub.join(".builtin.o.cmd"),
+            "cmd_drivers/block/zram/builtin.o := gcc-12 -DKBUILD_MODNAME='\"builtin\"' -c\n",
+        )
+        .unwrap();
+        let build = dir.path();
+        let zram = Path::new("drivers/block/zram/zram_drv.o");
+        assert_eq!(module_of(build, zram).as_deref(), Some("zram"));
+        // No -DMODULE: built into vmlinux.
+        assert_eq!(
+            module_of(build, Path::new("drivers/block/zram/builtin.o")),
+            None
+        );
+        // Never compiled: no command file.
+        assert_eq!(module_of(build, Path::new("fs/proc/cmdline.o")), None);
+    }
 }
