@@ -142,7 +142,6 @@ fn wait_version(g: &mut Guest, v: u32) {
     assert_eq!(o.rc, 0, "worker never reported version {v}: {}", o.out);
 }
 
-
 #[test]
 fn jump_method_in_guest() {
     if !testhost::available() {

@@ -384,7 +384,9 @@ fn vmlinux_function_from_debian_source() {
         info.contains("vermagic:       6.1.0-47-cloud-amd64 SMP"),
         "{info}"
     );
-    // The shared source tree is the shipped one again.
+    // The shared source tree is the shipped one again (checked under the
+    // build's lock: other tests build in the same tree).
+    let _lock = build_lock(&ksrc);
     let c = std::fs::read_to_string(ksrc.join("source/fs/proc/cmdline.c"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!c.contains("hotfix="), "{c}");
@@ -422,7 +424,94 @@ fn vmlinux_object_that_is_not_the_running_kernels_is_refused() {
         "{t}"
     );
     assert!(!ko.exists());
+    let _lock = build_lock(&ksrc);
     assert!(!ksrc.join("applied.patch").exists());
+}
+
+const ZRAM_FIX: &str = "stable/zram-read-block-state-CVE-2026-89719.patch";
+
+#[test]
+fn in_tree_module_function_from_debian_source() {
+    if headers().is_none() {
+        return;
+    }
+    let Some(ksrc) = kernel_src::dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ko = dir.path().join("lp_zram.ko");
+    let o = build_vmlinux_fix(&ksrc, ZRAM_FIX, &ko);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    // zram_drv.o is compiled for the module (CONFIG_ZRAM=m) and checked
+    // against the image's zram.ko: the patch's object is zram.
+    assert!(t.contains("replaces zram: read_block_state,0"), "{t}");
+    let info = |field: &str| {
+        Command::new("modinfo")
+            .args(["-F", field])
+            .arg(&ko)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    // No dependency on zram (or zsmalloc): the patch loads before them.
+    assert_eq!(info("depends"), "", "{t}");
+    assert!(info("livepatch") == "Y", "{t}");
+    let expect = Command::new("readelf")
+        .args(["-p", ".hotfix.expect"])
+        .arg(&ko)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(expect.contains("zram read_block_state 0 "), "{expect}");
+    zram_source_restored(&ksrc);
+}
+
+#[test]
+fn module_object_that_is_not_the_shipped_modules_is_refused() {
+    if headers().is_none() {
+        return;
+    }
+    let Some(ksrc) = kernel_src::dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let other = dir.path().join("ksrc");
+    std::fs::create_dir_all(&other).unwrap_or_else(|e| panic!("{e}"));
+    for f in [
+        "source",
+        "build",
+        "vmlinux",
+        "System.map",
+        "release",
+        "make.args",
+    ] {
+        std::os::unix::fs::symlink(ksrc.join(f), other.join(f)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let ko = dir.path().join("lp_zram.ko");
+    // No shipped modules: the build names the module it needs.
+    let o = build_vmlinux_fix(&other, ZRAM_FIX, &ko);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("zram.ko"), "{t}");
+    // A "zram.ko" that is another module: read_block_state is not in it.
+    let fake = dir.path().join("modules");
+    std::fs::create_dir_all(&fake).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(
+        ksrc.join("modules/kernel/mm/zsmalloc.ko"),
+        fake.join("zram.ko"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&fake, other.join("modules")).unwrap_or_else(|e| panic!("{e}"));
+    let o = build_vmlinux_fix(&other, ZRAM_FIX, &ko);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{t}");
+    assert!(
+        t.contains("read_block_state") && t.contains("zram.ko"),
+        "{t}"
+    );
+    assert!(!ko.exists());
+    zram_source_restored(&ksrc);
 }
 
 #[test]
@@ -524,4 +613,52 @@ fn sign_key_appends_a_module_signature_for_enforcing_kernels() {
         &["--sign-key", &pem_s],
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn in_tree_module_statics_are_klp_symbols_of_the_module() {
+    if headers().is_none() {
+        return;
+    }
+    let Some(ksrc) = kernel_src::dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ko = dir.path().join("lp_zstat.ko");
+    let o = build_vmlinux_fix(&ksrc, "zram-disksize-statics.patch", &ko);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("replaces zram: disksize_show,0"), "{t}");
+    // zram's statics, positioned over the shipped zram.ko (unique there).
+    assert!(t.contains("klp symbol .klp.sym.zram.zram_major,0"), "{t}");
+    assert!(t.contains("klp symbol .klp.sym.zram.num_devices,0"), "{t}");
+    let sections = Command::new("readelf")
+        .arg("-SW")
+        .arg(&ko)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        sections.contains(".klp.rela.zram..text.disksize_show"),
+        "{sections}"
+    );
+    zram_source_restored(&ksrc);
+}
+
+/// The shared source tree holds the shipped zram_drv.c again; checked
+/// under the build's lock, since other tests build in the same tree.
+fn zram_source_restored(ksrc: &Path) {
+    let _lock = build_lock(ksrc);
+    let c = std::fs::read_to_string(ksrc.join("source/drivers/block/zram/zram_drv.c"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.contains("unsigned long nr_pages = zram->disksize >> PAGE_SHIFT;"));
+    assert!(!ksrc.join("applied.patch").exists());
+}
+
+/// The lock `hotfix build --kernel-src` holds while the shared source tree
+/// has a fix applied (`DIR/.lock`, flock).
+fn build_lock(ksrc: &Path) -> std::fs::File {
+    let lock = std::fs::File::create(ksrc.join(".lock")).unwrap_or_else(|e| panic!("{e}"));
+    lock.lock().unwrap_or_else(|e| panic!("{e}"));
+    lock
 }

@@ -267,6 +267,11 @@ impl ModuleSymbols {
         Ok(ModuleSymbols { syms })
     }
 
+    /// Whether the module defines a symbol `name`.
+    pub fn defines(&self, name: &str) -> bool {
+        self.syms.iter().any(|(n, _)| n == name)
+    }
+
     /// Position of `name` from the object built from `file` among the
     /// module's symbols of that name (1-based), 0 when the name is unique
     /// in the module, `None` when the module has no such symbol.

@@ -6,7 +6,9 @@
 //! [`kbuild`] (build the module tree twice with `-ffunction-sections
 //! -fdata-sections`; the objects kbuild recompiled are the fix's objects) or
 //! [`vmlinux`] (compile the fix's objects of a prepared kernel source twice,
-//! and check the originals against the running kernel's image) →
+//! and check the originals against the running kernel's image: vmlinux, or
+//! the shipped `.ko` of an in-tree module the object belongs to, which is
+//! then the patch's object) →
 //! [`normalize`] (refuse changes to `__init`/`__exit` code, hide it from the
 //! diff) → [`crate::diff_objects`] (the shared object diff: changed and new
 //! functions, references to everything else) → [`special`] (carry the
@@ -148,6 +150,33 @@ pub fn special_entries(obj: &ObjectFile, funcs: &BTreeSet<String>) -> Vec<(Strin
         }
     }
     out.into_iter().collect()
+}
+
+/// The patched module's symbols: for an in-tree module (`ksrc` given,
+/// `module` not `vmlinux`) the image's shipped `.ko`, also returned as an
+/// image to check the compiled functions against; for an out-of-tree
+/// module the original build's `.ko`; for vmlinux nothing.
+fn module_symbols(
+    ksrc: Option<&vmlinux::KernelSrc>,
+    work: &Path,
+    module: &str,
+) -> Result<(Option<vmlinux::Vmlinux>, Option<kbuild::ModuleSymbols>), Error> {
+    match ksrc {
+        Some(_) if module == "vmlinux" => Ok((None, None)),
+        Some(ks) => {
+            let ko = vmlinux::shipped_module(ks, module)?;
+            Ok((
+                Some(vmlinux::Vmlinux::load_path(&ko)?),
+                Some(kbuild::ModuleSymbols::read(&ko)?),
+            ))
+        }
+        None => Ok((
+            None,
+            kbuild::find_module(&work.join("orig"), module)
+                .map(|ko| kbuild::ModuleSymbols::read(&ko))
+                .transpose()?,
+        )),
+    }
 }
 
 fn default_name(output: &Path) -> String {
@@ -324,13 +353,10 @@ fn build_in(
         // Special sections of the included functions: carried (see
         // [`special`]); refusals name the function and the entry.
         let klp_start = klp_syms.len();
-        // The original linked module: symbol positions as kallsyms counts.
-        let modsyms = match &running {
-            Some(_) => None,
-            None => kbuild::find_module(&work.join("orig"), &pair.module)
-                .map(|ko| kbuild::ModuleSymbols::read(&ko))
-                .transpose()?,
-        };
+        // The original linked module: symbol positions as kallsyms counts
+        // (for an in-tree module, the image's shipped .ko, whose bytes the
+        // compiled functions are also checked against).
+        let (shipped, modsyms) = module_symbols(ksrc.as_ref(), work, &pair.module)?;
         let ctx = special::RefContext {
             object: &pair.module,
             exports: &special_exports,
@@ -362,9 +388,16 @@ fn build_in(
             renames.insert(f.new_symbol.clone(), new_symbol.clone());
             // vmlinux: the compiled function must be the running one; its
             // position comes from the running kernel's symbols.
-            let sympos = match &running {
-                Some(v) => v.check_function(&o_obj, &f.name)?,
-                None => modsyms
+            let sympos = match (&running, &shipped) {
+                (Some(v), None) => v.check_function(&o_obj, &f.name)?,
+                (_, Some(ko)) => {
+                    ko.check_function(&o_obj, &f.name)?;
+                    modsyms
+                        .as_ref()
+                        .and_then(|m| m.sympos(o_obj.source_file.as_deref(), &f.name, f.sympos))
+                        .unwrap_or(f.sympos)
+                }
+                (None, None) => modsyms
                     .as_ref()
                     .and_then(|m| m.sympos(o_obj.source_file.as_deref(), &f.name, f.sympos))
                     .unwrap_or(f.sympos),
@@ -383,7 +416,11 @@ fn build_in(
             });
         }
         for r in &report.meta.refs {
-            let global_exported = r.binding != Binding::Local && exports.contains(&r.name);
+            // A symbol of the patched module itself is always resolved by
+            // livepatch: an ordinary reference would make the patch depend
+            // on (and load) that module.
+            let own = shipped.is_some() && modsyms.as_ref().is_some_and(|m| m.defines(&r.name));
+            let global_exported = r.binding != Binding::Local && exports.contains(&r.name) && !own;
             if global_exported {
                 continue;
             }
@@ -396,7 +433,18 @@ fn build_in(
                 sympos: r.sympos,
             });
         }
-        if let Some(v) = &running {
+        if let (Some(v), Some(_), Some(m)) = (&running, &shipped, &modsyms) {
+            // In-tree module: the module's own symbols, else vmlinux's.
+            for k in klp_syms.iter_mut().skip(klp_start) {
+                match m.sympos(o_obj.source_file.as_deref(), &k.name, k.sympos) {
+                    Some(pos) => k.sympos = pos,
+                    None => {
+                        k.object = "vmlinux".into();
+                        k.sympos = v.ref_pos(&o_obj, &k.name)?;
+                    }
+                }
+            }
+        } else if let Some(v) = &running {
             for k in klp_syms.iter_mut().skip(klp_start) {
                 k.sympos = v.ref_pos(&o_obj, &k.name)?;
             }

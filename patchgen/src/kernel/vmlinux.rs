@@ -25,6 +25,12 @@
 //! their position the same way (unique names only, or functions told apart
 //! by their bytes).
 //!
+//! An object the configuration builds into a loadable module (kbuild
+//! compiles it with `-DMODULE -DKBUILD_MODNAME=...`, see [`module_of`]) is
+//! paired with that module instead of vmlinux; its functions are checked
+//! the same way against the image's shipped `.ko` ([`shipped_module`],
+//! `DIR/modules`), loaded with [`Vmlinux::load_path`].
+//!
 //! Invariant: after [`build_pair`] returns (success or error) the source
 //! tree is the shipped one again, unless reversing failed, which is
 //! reported and repaired by the next build.
@@ -105,7 +111,7 @@ pub fn objects_of_diff(diff: &str, file: &Path) -> Result<Vec<PathBuf>, Error> {
                 return Err(Error::Build {
                     step: "map the fix to kernel objects".into(),
                     reason: format!(
-                        "{}: {rel} is not a C file; only fixes to .c files of vmlinux are \
+                        "{}: {rel} is not a C file; only fixes to .c files of the kernel are \
                          supported (a header change would need every object including it)",
                         file.display()
                     ),
@@ -207,10 +213,50 @@ pub fn build_pair(ks: &KernelSrc, fix: &Path, work: &Path) -> Result<Vec<ObjectP
         .map(|rel| ObjectPair {
             orig: work.join("orig").join(&rel),
             patched: work.join("patched").join(&rel),
+            module: module_of(&ks.dir.join("build"), &rel).unwrap_or_else(|| "vmlinux".into()),
             rel,
-            module: "vmlinux".into(),
         })
         .collect())
+}
+
+/// The loadable module an object of the kbuild output tree `build` was
+/// compiled for (the configuration builds it `=m`): kbuild's command line
+/// for it (`.NAME.o.cmd`) has `-DMODULE` and `-DKBUILD_MODNAME='"NAME"'`.
+/// `None`: the object is built into vmlinux.
+pub fn module_of(build: &Path, rel: &Path) -> Option<String> {
+    let file = rel.file_name()?.to_string_lossy().into_owned();
+    let cmd = build
+        .join(rel.parent().unwrap_or(Path::new("")))
+        .join(format!(".{file}.cmd"));
+    let text = std::fs::read_to_string(cmd).ok()?;
+    let line = text.lines().find(|l| l.starts_with("cmd_"))?;
+    if !line.split_whitespace().any(|w| w == "-DMODULE") {
+        return None;
+    }
+    let name = line
+        .split_once("-DKBUILD_MODNAME='\"")?
+        .1
+        .split_once('"')?
+        .0;
+    Some(name.replace('-', "_"))
+}
+
+/// The shipped `.ko` of `module` in the kernel source directory's
+/// `modules/` (the running image's modules, linked there by
+/// `scripts/kernel-src`).
+pub fn shipped_module(ks: &KernelSrc, module: &str) -> Result<PathBuf, Error> {
+    let dir = ks.dir.join("modules");
+    super::kbuild::find_module(&dir, module).ok_or_else(|| Error::Io {
+        path: dir.join(format!("{module}.ko")),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "the image's {module}.ko is not under {} (scripts/kernel-src links the \
+                 pinned kernel's modules there)",
+                dir.display()
+            ),
+        ),
+    })
 }
 
 /// One symbol of the running kernel.
@@ -233,13 +279,28 @@ pub struct Vmlinux {
 impl Vmlinux {
     /// Reads `vmlinux` (an ELF image with its symbol table) of `ks`.
     pub fn load(ks: &KernelSrc) -> Result<Vmlinux, Error> {
+        Self::load_path(&ks.dir.join("vmlinux"))
+    }
+
+    /// Reads an ELF image with its symbol table: `vmlinux`, or a shipped
+    /// module (`.ko`, relocatable: each section is given a
+    /// distinct base address, `(index + 1) << 32`, and its symbols are
+    /// placed there; symbols then come in section order, not in the
+    /// module's kallsyms order — positions in a module come from
+    /// [`super::kbuild::ModuleSymbols`]).
+    pub fn load_path(path: &Path) -> Result<Vmlinux, Error> {
         use object::{Object, ObjectSection, ObjectSymbol};
-        let path = ks.dir.join("vmlinux");
+        let path = path.to_path_buf();
         let data = std::fs::read(&path).map_err(io(&path))?;
         let file = object::File::parse(data.as_slice()).map_err(|e| Error::Parse {
             file: path.display().to_string(),
             reason: e.to_string(),
         })?;
+        let rel = file.kind() == object::ObjectKind::Relocatable;
+        let base = |idx: Option<object::SectionIndex>| match (rel, idx) {
+            (true, Some(i)) => (i.0 as u64 + 1) << 32,
+            _ => 0,
+        };
         let mut syms: BTreeMap<String, Vec<KSym>> = BTreeMap::new();
         for s in file.symbols() {
             let Ok(name) = s.name() else { continue };
@@ -247,7 +308,7 @@ impl Vmlinux {
                 continue;
             }
             syms.entry(name.to_owned()).or_default().push(KSym {
-                addr: s.address(),
+                addr: base(s.section_index()) + s.address(),
                 size: s.size(),
                 func: s.kind() == object::SymbolKind::Text,
             });
@@ -257,13 +318,14 @@ impl Vmlinux {
         }
         let mut sections = Vec::new();
         for s in file.sections() {
-            if s.address() == 0 {
+            let addr = base(Some(s.index())) + s.address();
+            if addr == 0 {
                 continue;
             }
             if let Ok(d) = s.data()
                 && !d.is_empty()
             {
-                sections.push((s.address(), d.to_vec()));
+                sections.push((addr, d.to_vec()));
             }
         }
         Ok(Vmlinux {
@@ -413,5 +475,33 @@ mod tests {
         assert!(e.to_string().contains("not a C file"), "{e}");
         assert!(objects_of_diff("", Path::new("x.patch")).is_err());
         assert!(objects_of_diff("+++ b/../etc/passwd.c\n", Path::new("x.patch")).is_err());
+    }
+
+    #[test]
+    fn module_objects_are_told_by_kbuilds_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("drivers/block/zram");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(
+            sub.join(".zram_drv.o.cmd"),
+            "cmd_drivers/block/zram/zram_drv.o := gcc-12 -DMODULE -DKBUILD_BASENAME='\"zram_drv\"' \
+             -DKBUILD_MODNAME='\"zram\"' -D__KBUILD_MODNAME=kmod_zram -c -o x.o x.c\n",
+        )
+        .unwrap();
+        std::fs::write(
+            sub.join(".builtin.o.cmd"),
+            "cmd_drivers/block/zram/builtin.o := gcc-12 -DKBUILD_MODNAME='\"builtin\"' -c\n",
+        )
+        .unwrap();
+        let build = dir.path();
+        let zram = Path::new("drivers/block/zram/zram_drv.o");
+        assert_eq!(module_of(build, zram).as_deref(), Some("zram"));
+        // No -DMODULE: built into vmlinux.
+        assert_eq!(
+            module_of(build, Path::new("drivers/block/zram/builtin.o")),
+            None
+        );
+        // Never compiled: no command file.
+        assert_eq!(module_of(build, Path::new("fs/proc/cmdline.o")), None);
     }
 }

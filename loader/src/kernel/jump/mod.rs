@@ -28,6 +28,11 @@
 //! `revert NAME` there (same stack check against the new functions), then
 //! removes the module.
 //!
+//! Only code loaded now is patched: a module loaded later would run its
+//! original code, so a patch whose build's expected-bytes lines name a
+//! module not in `/proc/modules` is refused before anything is loaded,
+//! naming the module (klp patches such a module when it loads).
+//!
 //! Invariants: nothing is written to the kernel before the vermagic check
 //! and the rewrite succeeded; a failed apply leaves no module loaded; a
 //! record (`/run/hotfix/kernel/NAME.json`, method `jump`) exists exactly for
@@ -54,6 +59,7 @@ use crate::retry::{self, Attempt, Backoff, Outcome};
 use nix::errno::Errno;
 use nix::kmod::{ModuleInitFlags, finit_module};
 use serde::Serialize;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -131,8 +137,22 @@ pub fn apply(path: &Path, opts: &Options) -> Result<JumpApplied, Error> {
         path: path.to_path_buf(),
         source,
     })?;
-    let (copy, resolved) = prepare(path, &name, &image, opts)?;
     let expect = expect_lines(&image);
+    let loaded = std::fs::read_to_string("/proc/modules").map_err(|source| Error::Io {
+        path: "/proc/modules".into(),
+        source,
+    })?;
+    if let Some(m) = unloaded_objects(&expect, &loaded).first() {
+        return Err(op(
+            "apply",
+            format!(
+                "it patches module {m}, which is not loaded: the jump method patches only \
+                 code loaded now ({m} loaded later would run its original code); load {m} \
+                 first, or apply with --method klp, which patches {m} when it loads"
+            ),
+        ));
+    }
+    let (copy, resolved) = prepare(path, &name, &image, opts)?;
     let outcome = retry::until_done(opts.timeout, Backoff::KERNEL, |_| {
         load_once(path, &name, &copy, &expect)
     });
@@ -171,6 +191,25 @@ pub fn apply(path: &Path, opts: &Options) -> Result<JumpApplied, Error> {
         resolved,
         attempts,
     })
+}
+
+/// The patched objects named by the build's expected-bytes lines
+/// (`OBJECT FUNCTION SYMPOS HEX`) that are neither vmlinux nor a module
+/// listed in `proc_modules` (the text of `/proc/modules`), sorted.
+fn unloaded_objects(expect: &[String], proc_modules: &str) -> Vec<String> {
+    let loaded: HashSet<&str> = proc_modules
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut out: Vec<String> = expect
+        .iter()
+        .filter_map(|l| l.split(' ').next())
+        .filter(|o| *o != "vmlinux" && !loaded.contains(o))
+        .map(str::to_owned)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Resolves what the patch and the core need from `/proc/kallsyms`, loads
@@ -313,4 +352,24 @@ fn unpatch_once(name: &str) -> Result<Attempt<u64, Option<CoreLast>>, Error> {
 /// Whether `name` is a patch applied by the jump core.
 pub fn is_applied(name: &str) -> bool {
     CoreState::read().is_ok_and(|s| s.patches.iter().any(|p| p.name == name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unloaded_objects;
+
+    #[test]
+    fn a_patch_of_a_module_not_loaded_names_it() {
+        let expect = [
+            "vmlinux cmdline_proc_show 0 e8".to_owned(),
+            "zram read_block_state 0 55".to_owned(),
+            "hfx_x2apic x2apic_msr_read 0 48".to_owned(),
+        ];
+        let proc_modules = "hfx_x2apic 16384 0 - Live 0x0000000000000000 (O)\n\
+                            zsmalloc 32768 0 - Live 0x0000000000000000\n";
+        assert_eq!(unloaded_objects(&expect, proc_modules), ["zram"]);
+        let with_zram = format!("{proc_modules}zram 36864 0 - Live 0x0000000000000000\n");
+        assert!(unloaded_objects(&expect, &with_zram).is_empty());
+        assert!(unloaded_objects(&[], "").is_empty());
+    }
 }
