@@ -12,36 +12,44 @@ die() { printf '[hotfix] error: %s\n' "$*" >&2; exit 1; }
 # every enabled `deb` entry (deb822 `.sources` files and one-line
 # `sources.list` entries alike) in /etc/apt/sources.list.d/hotfix-src.*, then
 # updates the package lists. Idempotent: a no-op once source indexes exist.
+# HOTFIX_APT_ETC=DIR (tests): read and write the entries under DIR instead of
+# /etc/apt, and stop there (no apt-get update).
 ensure_deb_src() {
-    local d=/etc/apt/sources.list.d
-    if ! grep -Eqs '^[[:space:]]*Types:.*deb-src|^[[:space:]]*deb-src[[:space:]]' \
-        /etc/apt/sources.list "$d"/*.sources "$d"/*.list; then
-        local f added=0
+    local etc="${HOTFIX_APT_ETC:-/etc/apt}" f added=0
+    local d="$etc/sources.list.d" lists=() deb822=()
+    # Only files that exist: an unmatched glob must not reach grep, cat or sed
+    # (under pipefail, a missing file fails the whole script).
+    [[ -f "$etc/sources.list" ]] && lists+=("$etc/sources.list")
+    for f in "$d"/*.list; do [[ -f "$f" && "$f" != "$d/hotfix-src.list" ]] && lists+=("$f"); done
+    for f in "$d"/*.sources; do [[ -f "$f" && "$f" != "$d/hotfix-src.sources" ]] && deb822+=("$f"); done
+    if ! { [[ -f "$d/hotfix-src.sources" || -f "$d/hotfix-src.list" ]] ||
+        grep -Eqs '^[[:space:]]*Types:.*deb-src|^[[:space:]]*deb-src[[:space:]]' \
+            "${lists[@]}" "${deb822[@]}" /dev/null; }; then
         rm -f "$d/hotfix-src.sources.tmp"
-        for f in "$d"/*.sources; do
-            [[ -f "$f" && "$f" != "$d/hotfix-src.sources" ]] || continue
+        mkdir -p "$d"
+        for f in "${deb822[@]}"; do
             grep -Eqs '^Enabled:[[:space:]]*no' "$f" && continue
             grep -Eq '^Types:.*\bdeb\b' "$f" || continue
             sed -E 's/^Types:.*$/Types: deb-src/' "$f" >>"$d/hotfix-src.sources.tmp"
             printf '\n' >>"$d/hotfix-src.sources.tmp"
             added=1
         done
-        ((added)) && mv "$d/hotfix-src.sources.tmp" "$d/hotfix-src.sources"
-        if grep -Eqs '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list "$d"/*.list; then
-            cat /etc/apt/sources.list "$d"/*.list 2>/dev/null |
-                sed -nE 's/^[[:space:]]*deb([[:space:]])/deb-src\1/p' >"$d/hotfix-src.list"
+        if ((added)); then mv "$d/hotfix-src.sources.tmp" "$d/hotfix-src.sources"; fi
+        if ((${#lists[@]})) && grep -Eqs '^[[:space:]]*deb[[:space:]]' "${lists[@]}"; then
+            sed -nE 's/^[[:space:]]*deb([[:space:]])/deb-src\1/p' "${lists[@]}" >"$d/hotfix-src.list"
             added=1
         fi
-        ((added)) || die "apt has no 'deb' entry to derive deb-src entries from (/etc/apt/sources.list, $d/)"
+        ((added)) || die "apt has no 'deb' entry to derive deb-src entries from ($etc/sources.list, $d/)"
         log "added deb-src entries ($d/hotfix-src.*)"
-        rm -f /var/lib/apt/lists/*_Sources* 2>/dev/null || true
+        [[ -n "${HOTFIX_APT_ETC:-}" ]] || rm -f /var/lib/apt/lists/*_Sources* 2>/dev/null || true
     fi
+    [[ -z "${HOTFIX_APT_ETC:-}" ]] || return 0 # a test of the entries alone
     if ! compgen -G '/var/lib/apt/lists/*_Sources*' >/dev/null; then
         log "apt-get update (source package indexes)"
         apt-get update -qq >/dev/null ||
             die "apt-get update failed: Debian's archive is not reachable (needed for source packages)"
         compgen -G '/var/lib/apt/lists/*_Sources*' >/dev/null ||
-            die "apt-get update fetched no source indexes: check the deb-src entries in /etc/apt/sources.list.d/"
+            die "apt-get update fetched no source indexes: check the deb-src entries in $d/"
     fi
 }
 
