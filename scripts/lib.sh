@@ -15,6 +15,21 @@ die() { printf '[hotfix] error: %s\n' "$*" >&2; exit 1; }
 # HOTFIX_APT_ETC=DIR (tests): read and write the entries under DIR instead of
 # /etc/apt, and stop there (no apt-get update).
 ensure_deb_src() {
+    apt_lock
+    _ensure_deb_src
+    apt_unlock
+}
+
+# One apt operation of hotfix's scripts at a time (tests run in parallel:
+# two `apt-get update`s at once fail on apt's own lock).
+apt_lock() {
+    mkdir -p "$HOTFIX_CACHE"
+    exec 7>"$HOTFIX_CACHE/.apt.lock"
+    flock 7
+}
+apt_unlock() { flock -u 7 2>/dev/null || true; }
+
+_ensure_deb_src() {
     local etc="${HOTFIX_APT_ETC:-/etc/apt}" f added=0
     local d="$etc/sources.list.d" lists=() deb822=()
     # Only files that exist: an unmatched glob must not reach grep, cat or sed
@@ -59,10 +74,13 @@ ensure_deb_src() {
 # carry it.
 apt_source() {
     local dir="$1" spec="$2"
-    ensure_deb_src
+    apt_lock
+    _ensure_deb_src
     mkdir -p "$dir"
-    (cd "$dir" && apt-get source --download-only -qq "$spec" >/dev/null 2>&1) && return 0
-    apt-get update -qq >/dev/null 2>&1 || true
-    (cd "$dir" && apt-get source --download-only -qq "$spec" >/dev/null) ||
-        die "apt-get source $spec failed: Debian's archive does not carry it (or is not reachable)"
+    if ! (cd "$dir" && apt-get source --download-only -qq "$spec" >/dev/null 2>&1); then
+        apt-get update -qq >/dev/null 2>&1 || true
+        (cd "$dir" && apt-get source --download-only -qq "$spec" >/dev/null) ||
+            die "apt-get source $spec failed: Debian's archive does not carry it (or is not reachable)"
+    fi
+    apt_unlock
 }
